@@ -1,0 +1,1 @@
+//! Benchmarks of pycds (criterion targets live in `benches/`).

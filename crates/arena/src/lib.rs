@@ -1,0 +1,1 @@
+//! `pycds-arena`: a versioned, relocatable archive of object graphs (being written).
