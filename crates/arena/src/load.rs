@@ -1,0 +1,568 @@
+//! In-place loading: [`LoadedArena`] holds an archive in writable private memory and loads
+//! (verifies, relocates, resolves) spans on demand.
+//!
+//! `unsafe` is allowed in this module only, because it is where the crate maps files
+//! (`memmap2::MmapOptions::map_copy`), keeps a `'static` view of the tables inside the mapping it
+//! owns, writes relocated words into spans through a pointer to that mapping, and declares the
+//! arena `Send + Sync`. Every `unsafe` block carries a `// SAFETY:` comment naming each
+//! precondition and where it is established.
+#![allow(unsafe_code)]
+
+use core::cell::Cell;
+use core::fmt;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+
+use memmap2::{MmapMut, MmapOptions};
+
+use crate::error::{ArenaError, ErrorKind};
+use crate::layout::HEADER_LEN;
+use crate::read::{Archive, BitIter, SpanView};
+use crate::validate;
+use crate::write::{ExternId, SpanId};
+
+/// How [`LoadedArena::open`] brings the file into memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoadStrategy {
+    /// Map the whole file private copy-on-write (`MAP_PRIVATE`, `PROT_READ | PROT_WRITE`).
+    /// Untouched pages come from the page cache; relocated pages become private copies.
+    ///
+    /// # Safety contract (of the whole process, not of a call)
+    /// The mapped file must not be truncated or modified in place while the arena is alive:
+    /// truncation makes accesses fault (`SIGBUS`), in-place modification may change bytes that
+    /// were already validated. Publish archives only with [`crate::ArenaBuilder::write_atomic`]
+    /// (write a temporary file, fsync, rename): a rename never changes an inode that is mapped.
+    Map,
+    /// Reserve anonymous private memory for the whole file (untouched pages cost nothing), read
+    /// header and tables at open, and `pread` each span's heap bytes into place on first use.
+    /// A file truncated or rewritten in place later yields an I/O or checksum error, never a
+    /// fault.
+    Read,
+}
+
+const UNVERIFIED: u8 = 0;
+const LOADING: u8 = 1;
+const LOADED: u8 = 2;
+const FAILED: u8 = 3;
+
+/// Mappings at least this large get `MADV_HUGEPAGE` under [`LoadStrategy::Read`] (Linux only;
+/// the benefit is to be measured).
+const HUGEPAGE_MIN_LEN: usize = 4 << 20;
+
+thread_local! {
+    /// Address of the arena whose load lock this thread holds (0 = none): detects re-entrant
+    /// `load_span` calls from callbacks, which would otherwise deadlock.
+    static ACTIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Why [`LoadedArena::load_span`] failed: the arena's own checks, or the client's callback.
+#[derive(Debug)]
+pub enum LoadError<E> {
+    /// Validation, I/O or state error from the arena.
+    Arena(ArenaError),
+    /// Error returned by the client's `check` or `resolve` callback.
+    Client(E),
+}
+
+impl<E> From<ArenaError> for LoadError<E> {
+    fn from(e: ArenaError) -> Self {
+        LoadError::Arena(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Arena(e) => fmt::Display::fmt(e, f),
+            LoadError::Client(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Arena(e) => Some(e),
+            LoadError::Client(e) => Some(e),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Source {
+    /// Everything was copied in by `from_bytes`.
+    Memory,
+    /// Private file mapping; the file is kept open so the inode stays fixed.
+    Map {
+        /// Kept open so the mapped inode stays pinned for the arena's lifetime.
+        _file: File,
+    },
+    /// Anonymous reservation; spans are read from the file on first use.
+    Read(File),
+}
+
+/// An archive in writable private memory that stays mapped as long as the value lives (use
+/// [`LoadedArena::leak`] when loaded objects must live for the rest of the process).
+///
+/// The header and tables are validated at open; span contents are verified and relocated on
+/// first use by [`LoadedArena::load_span`]. `Send + Sync`: spans may be loaded from any thread.
+pub struct LoadedArena {
+    // INVARIANTS:
+    // - `base` points to byte 0 of `mem`, which is `archive.file_len()` bytes long, readable and
+    //   writable, and lives (is not unmapped) as long as `self`;
+    // - `archive` is `validate_tables` over the tables region of `mem`, which this crate never
+    //   writes after construction (clients may only write inside loaded spans);
+    // - `states[i]` is the state of span i; heap bytes of span i are written by this crate only
+    //   while it is LOADING, by the thread holding `lock`; once LOADED (Release) they are never
+    //   touched again by this crate;
+    // - `externs[i]` is 0 or the non-zero address resolved for extern i (written under `lock`).
+    archive: Archive<'static>,
+    states: Box<[AtomicU8]>,
+    externs: Box<[AtomicU64]>,
+    lock: Mutex<()>,
+    source: Source,
+    base: NonNull<u8>,
+    mem: MmapMut,
+}
+
+// SAFETY: `LoadedArena` is `!Send`/`!Sync` only because of `base: NonNull<u8>`.
+// - `base` points into `mem` (an `MmapMut`, itself `Send + Sync`) owned by the same value, so
+//   sending the arena to another thread sends the memory with it (INVARIANTS on the struct);
+// - all writes this crate performs through `base` happen in `load_span` while holding `lock`, on
+//   a span in state LOADING that no other thread reads, and are published with a Release store
+//   of LOADED that readers observe with Acquire (`is_loaded`, `load_span` fast path); the
+//   tables region referenced by `archive` is never written by this crate;
+// - concurrent mutation of loaded objects by clients goes through raw pointers they derive from
+//   `base()`, and is their own synchronization responsibility (documented on `base`).
+unsafe impl Send for LoadedArena {}
+// SAFETY: see the `Send` impl above: shared access only reads `archive` (immutable tables),
+// atomics, and the `Mutex`; heap writes are serialized by `lock` and published by atomics.
+unsafe impl Sync for LoadedArena {}
+
+impl fmt::Debug for LoadedArena {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedArena")
+            .field("base", &self.base)
+            .field("len", &self.mem.len())
+            .field("source", &self.source)
+            .field("spans", &self.states.len())
+            .finish()
+    }
+}
+
+fn to_usize(x: u64) -> Result<usize, ArenaError> {
+    usize::try_from(x).map_err(|_| {
+        ErrorKind::TooLarge {
+            what: "file length",
+        }
+        .into()
+    })
+}
+
+/// Sets [`ACTIVE`] for the current thread and restores the previous value on drop.
+struct ActiveGuard(usize);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| a.set(self.0));
+    }
+}
+
+/// The spans being loaded (DFS stack of `(span, next dependency index)`); on drop (error or
+/// unwinding from a panicking callback) every span still on it is marked FAILED.
+struct Pending<'a> {
+    states: &'a [AtomicU8],
+    stack: Vec<(u32, usize)>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        for &(id, _) in &self.stack {
+            if let Some(s) = self.states.get(id as usize) {
+                s.store(FAILED, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl LoadedArena {
+    /// Opens the archive at `path`: refuses anything but a regular file (checked on the opened
+    /// descriptor, opened with `O_NONBLOCK` so a FIFO never blocks) before reading, then
+    /// validates the header and tables (not span contents).
+    ///
+    /// With [`LoadStrategy::Map`] the caller accepts the mapping contract documented on that
+    /// variant (the file must not be truncated or modified in place while the arena lives).
+    pub fn open(path: &Path, strategy: LoadStrategy) -> Result<LoadedArena, ArenaError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(ErrorKind::NotRegularFile.into());
+        }
+        let size = meta.len();
+        if size < HEADER_LEN as u64 {
+            return Err(ArenaError::at(
+                ErrorKind::TooShort {
+                    needed: HEADER_LEN as u64,
+                    got: size,
+                },
+                0,
+            ));
+        }
+        let len = to_usize(size)?;
+        match strategy {
+            LoadStrategy::Map => {
+                // SAFETY: `map_copy` is unsafe because the mapped file could be modified or
+                // truncated by others while mapped, which would change or invalidate memory we
+                // hand out as immutable/valid.
+                // - Modification/truncation: excluded by the contract on `LoadStrategy::Map`,
+                //   which callers of `open(.., Map)` accept; pycds publishes archives only via
+                //   `write_atomic` (temp file + fsync + rename), and a rename never changes the
+                //   inode this descriptor refers to.
+                // - Length: `len` is the file's size from `fstat` on this very descriptor (above),
+                //   and `len >= 128 > 0`.
+                let mut mem = unsafe { MmapOptions::new().len(len).map_copy(&file)? };
+                let header = validate::validate_header(&mem, size)?;
+                let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
+                    field: "null mapping",
+                })?;
+                Self::finish(mem, base, header, Source::Map { _file: file })
+            }
+            LoadStrategy::Read => {
+                let mut mem = MmapMut::map_anon(len)?;
+                #[cfg(target_os = "linux")]
+                if len >= HUGEPAGE_MIN_LEN {
+                    let _ = mem.advise(memmap2::Advice::HugePage);
+                }
+                let hdr = mem.get_mut(..HEADER_LEN).ok_or(ErrorKind::TooShort {
+                    needed: HEADER_LEN as u64,
+                    got: size,
+                })?;
+                file.read_exact_at(hdr, 0)?;
+                let header = validate::validate_header(&mem, size)?;
+                let ts = to_usize(header.tables_start.get())?;
+                let tables = mem
+                    .get_mut(ts..)
+                    .ok_or(ErrorKind::BadLayout { field: "tables" })?;
+                file.read_exact_at(tables, header.tables_start.get())?;
+                let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
+                    field: "null mapping",
+                })?;
+                Self::finish(mem, base, header, Source::Read(file))
+            }
+        }
+    }
+
+    /// Validates `bytes` as a complete archive (header and tables) and copies it into a
+    /// page-aligned private anonymous mapping.
+    pub fn from_bytes(bytes: &[u8]) -> Result<LoadedArena, ArenaError> {
+        let archive = Archive::from_bytes(bytes)?;
+        let header = *archive.header();
+        let mut mem = MmapMut::map_anon(bytes.len())?;
+        mem.copy_from_slice(bytes);
+        let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
+            field: "null mapping",
+        })?;
+        Self::finish(mem, base, header, Source::Memory)
+    }
+
+    fn finish(
+        mem: MmapMut,
+        base: NonNull<u8>,
+        header: crate::layout::Header,
+        source: Source,
+    ) -> Result<LoadedArena, ArenaError> {
+        let ts = to_usize(header.tables_start.get())?;
+        let tl = to_usize(header.tables_len.get())?;
+        if ts.checked_add(tl) != Some(mem.len()) {
+            return Err(ErrorKind::BadLayout { field: "tables" }.into());
+        }
+        // SAFETY: creating a `&'static [u8]` over `[ts, ts + tl)` of the mapping requires:
+        // - the range is inside one allocation and `ts + tl <= isize::MAX`: checked just above
+        //   (`ts + tl == mem.len()`, and `mem` is a successful mapping of that length);
+        // - the bytes are initialized: mapped memory is always initialized (file bytes or zeros);
+        // - no mutation while the reference lives: this crate never writes the tables region
+        //   (it writes only span heap bytes, which lie before `tables_start` by ARENA-LAY-003),
+        //   and clients may only write inside loaded spans (contract on `base()`);
+        // - the memory outlives the reference: `mem` is moved into the returned `LoadedArena`
+        //   and unmapped only when it is dropped; the `'static` reference is only exposed with
+        //   lifetimes bounded by `&self` (`archive()` returns `&Archive<'_>`).
+        let tables: &'static [u8] =
+            unsafe { core::slice::from_raw_parts(base.as_ptr().add(ts).cast_const(), tl) };
+        let archive = validate::validate_tables(header, tables, None)?;
+        let states = (0..archive.span_count())
+            .map(|_| AtomicU8::new(UNVERIFIED))
+            .collect();
+        let externs = (0..archive.extern_count())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Ok(LoadedArena {
+            archive,
+            states,
+            externs,
+            lock: Mutex::new(()),
+            source,
+            base,
+            mem,
+        })
+    }
+
+    /// The validated header and tables. Its [`Archive::verify_span`] returns
+    /// [`ErrorKind::HeapUnavailable`]: spans are verified by [`load_span`](Self::load_span).
+    pub fn archive(&self) -> &Archive<'_> {
+        &self.archive
+    }
+
+    /// The address of file offset 0 in memory (page-aligned): the object at base-relative offset
+    /// `o` of a loaded span is at `base() + o`, for both strategies.
+    ///
+    /// Clients may read and write the heap bytes of spans that [`is_loaded`](Self::is_loaded)
+    /// (synchronizing among themselves), and must not write anywhere else (not the header, not
+    /// the tables, not spans that are not loaded yet).
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Total length of the archive in memory.
+    pub fn len(&self) -> u64 {
+        self.mem.len() as u64
+    }
+
+    /// Always false (an archive has at least its 128-byte header).
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// True once span `id` has been loaded (verified, dependencies loaded, relocated).
+    pub fn is_loaded(&self, id: SpanId) -> bool {
+        self.states
+            .get(id.0 as usize)
+            .is_some_and(|s| s.load(Ordering::Acquire) == LOADED)
+    }
+
+    /// Loads span `id`: verify it (CRC and slots, as [`Archive::verify_span`]), call
+    /// `check(view)` on the still-unrelocated bytes (an `Err` aborts and marks the span failed),
+    /// then load its dependencies first (same procedure, same callbacks), then resolve its
+    /// externs and write the relocated words: internal slots become `base() + offset`, external
+    /// slots the address from `resolve(id, name)`. Relocated words are native-endian `u64`s.
+    ///
+    /// `resolve` is called at most once per extern id per arena (results are cached) and must
+    /// not return 0. Idempotent: `Ok` at once if already loaded; after any failure the span (and
+    /// every span that was being loaded with it) fails forever with [`ErrorKind::SpanFailed`].
+    /// Loads are serialized per arena; callbacks must not call `load_span` on the same arena for
+    /// a span that is not yet loaded ([`ErrorKind::Reentrant`]). Allocates O(1) per call, nothing
+    /// per object.
+    // The callback types are spelled out so the signature matches the API contract.
+    #[allow(clippy::type_complexity)]
+    pub fn load_span<E>(
+        &self,
+        id: SpanId,
+        check: &mut dyn FnMut(&SpanView<'_>) -> Result<(), E>,
+        resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
+    ) -> Result<(), LoadError<E>> {
+        let state = self
+            .states
+            .get(id.0 as usize)
+            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
+        match state.load(Ordering::Acquire) {
+            LOADED => return Ok(()),
+            FAILED => {
+                return Err(ArenaError::kind_only(ErrorKind::SpanFailed { span: id.0 }).into())
+            }
+            _ => {}
+        }
+        let me = self as *const LoadedArena as usize;
+        let prev = ACTIVE.with(|a| a.get());
+        if prev == me {
+            return Err(ArenaError::kind_only(ErrorKind::Reentrant).into());
+        }
+        let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        ACTIVE.with(|a| a.set(me));
+        let _active = ActiveGuard(prev);
+        self.load_locked(id, check, resolve)
+    }
+
+    /// `load_span` with `lock` held: iterative depth-first loading (no recursion, so long
+    /// dependency chains cannot overflow the stack).
+    // The callback types are spelled out so the signature matches the API contract.
+    #[allow(clippy::type_complexity)]
+    fn load_locked<E>(
+        &self,
+        id: SpanId,
+        check: &mut dyn FnMut(&SpanView<'_>) -> Result<(), E>,
+        resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
+    ) -> Result<(), LoadError<E>> {
+        let mut pending = Pending {
+            states: &self.states,
+            stack: Vec::new(),
+        };
+        if !self.begin(id.0, &mut pending, check)? {
+            return Ok(());
+        }
+        while let Some(top) = pending.stack.last_mut() {
+            let (sid, next) = *top;
+            let entry = self
+                .archive
+                .span_entry(SpanId(sid))
+                .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
+            if let Some(dep) = self.archive.span_deps(entry).get(next) {
+                top.1 += 1;
+                self.begin(dep.0, &mut pending, check)?;
+            } else {
+                self.relocate(sid, resolve)?;
+                if let Some(s) = self.states.get(sid as usize) {
+                    s.store(LOADED, Ordering::Release);
+                }
+                pending.stack.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// The span's heap range as `(offset from base, length)` in `usize`.
+    fn span_range(&self, sid: u32) -> Result<(usize, usize), ArenaError> {
+        let e = self
+            .archive
+            .span_entry(SpanId(sid))
+            .ok_or(ErrorKind::NoSuchSpan { span: sid })?;
+        let start = to_usize(e.start.get())?;
+        let len = to_usize(e.len.get())?;
+        // In bounds of `mem`: spans tile the heap (ARENA-TAB-002), which lies inside the file
+        // (ARENA-LAY-002), and `mem.len() == file_len`. Re-checked here so a violated invariant
+        // is an error rather than undefined behaviour.
+        match start.checked_add(len) {
+            Some(end) if end <= self.mem.len() => Ok((start, len)),
+            _ => Err(ErrorKind::BadLayout { field: "span" }.into()),
+        }
+    }
+
+    /// Starts loading span `sid` unless already loaded: mark LOADING, push on the stack, read its
+    /// bytes (Read strategy), verify, run `check`. Returns whether it was pushed.
+    fn begin<E>(
+        &self,
+        sid: u32,
+        pending: &mut Pending<'_>,
+        check: &mut dyn FnMut(&SpanView<'_>) -> Result<(), E>,
+    ) -> Result<bool, LoadError<E>> {
+        let state = self
+            .states
+            .get(sid as usize)
+            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
+        match state.load(Ordering::Acquire) {
+            LOADED => return Ok(false),
+            UNVERIFIED => {}
+            // FAILED, or LOADING (impossible without a cycle; deps have lower ids).
+            _ => return Err(ArenaError::kind_only(ErrorKind::SpanFailed { span: sid }).into()),
+        }
+        state.store(LOADING, Ordering::Relaxed);
+        pending.stack.push((sid, 0));
+        let (start, len) = self.span_range(sid)?;
+        // SAFETY: creating `&mut [u8]` over `[start, start + len)` of the mapping requires:
+        // - in bounds of one live allocation: `span_range` checked `start + len <= mem.len()`,
+        //   `base` points to byte 0 of `mem`, which lives as long as `self` (struct INVARIANTS);
+        // - initialized: mapped memory always is;
+        // - no other reference or access for the slice's lifetime: the span is in state LOADING
+        //   (set just above, under `lock`, held by this thread), so this crate touches it only
+        //   here and in `relocate`, sequentially; it is not loaded, so clients must not access
+        //   it (contract on `base()`); the tables referenced by `archive` lie after the heap
+        //   (ARENA-LAY-003) and other spans tile disjoint ranges (ARENA-TAB-002).
+        let bytes: &mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
+        if let Source::Read(file) = &self.source {
+            file.read_exact_at(bytes, start as u64)
+                .map_err(ArenaError::from)?;
+        }
+        let view = self.archive.check_span(SpanId(sid), bytes)?;
+        check(&view).map_err(LoadError::Client)?;
+        Ok(true)
+    }
+
+    /// Resolves the externs of span `sid` (already verified, dependencies loaded) and writes its
+    /// relocated words.
+    // The callback types are spelled out so the signature matches the API contract.
+    #[allow(clippy::type_complexity)]
+    fn relocate<E>(
+        &self,
+        sid: u32,
+        resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
+    ) -> Result<(), LoadError<E>> {
+        let e = self
+            .archive
+            .span_entry(SpanId(sid))
+            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
+        let (internal, external) = self
+            .archive
+            .span_bitmaps(e)
+            .ok_or(ArenaError::kind_only(ErrorKind::BadBitmap { span: sid }))?;
+        let (start, len) = self.span_range(sid)?;
+        // SAFETY: as in `begin`: `[start, start + len)` is inside `mem` (checked by
+        // `span_range`), initialized, and exclusively ours: span `sid` is LOADING (set in
+        // `begin`, under `lock`, held by this thread; the `&mut` slice made in `begin` is no
+        // longer alive), not yet published, disjoint from the tables and from other spans.
+        let bytes: &mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
+        let word = |bytes: &[u8], i: u64| -> u64 {
+            let at = usize::try_from(i * 8).unwrap_or(usize::MAX);
+            bytes
+                .get(at..at.saturating_add(8))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        // 1. Resolve every extern this span uses (before any write, so a failing resolver leaves
+        //    the bytes as they were).
+        for i in BitIter::new(external) {
+            let id = word(bytes, i);
+            let cell = usize::try_from(id)
+                .ok()
+                .and_then(|x| self.externs.get(x))
+                .ok_or(ArenaError::kind_only(ErrorKind::BadExternId {
+                    span: sid,
+                    slot: start as u64 + 8 * i,
+                    id,
+                }))?;
+            if cell.load(Ordering::Relaxed) == 0 {
+                let eid = ExternId(u32::try_from(id).unwrap_or(u32::MAX));
+                let name = self.archive.extern_name(eid).unwrap_or(&[]);
+                let addr = resolve(eid, name).map_err(LoadError::Client)?;
+                if addr == 0 {
+                    return Err(
+                        ArenaError::kind_only(ErrorKind::UnresolvedExtern { id: eid.0 }).into(),
+                    );
+                }
+                cell.store(addr, Ordering::Relaxed);
+            }
+        }
+        // 2. Write.
+        let base = self.base.as_ptr() as usize as u64;
+        let put = |bytes: &mut [u8], i: u64, v: u64| {
+            let at = usize::try_from(i * 8).unwrap_or(usize::MAX);
+            if let Some(b) = bytes.get_mut(at..at.saturating_add(8)) {
+                b.copy_from_slice(&v.to_ne_bytes());
+            }
+        };
+        for i in BitIter::new(internal) {
+            let target = word(bytes, i);
+            put(bytes, i, base.wrapping_add(target));
+        }
+        for i in BitIter::new(external) {
+            let id = word(bytes, i);
+            let addr = usize::try_from(id)
+                .ok()
+                .and_then(|x| self.externs.get(x))
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            put(bytes, i, addr);
+        }
+        Ok(())
+    }
+
+    /// Leaks the arena so loaded objects can live for the rest of the process.
+    pub fn leak(self) -> &'static LoadedArena {
+        Box::leak(Box::new(self))
+    }
+}
