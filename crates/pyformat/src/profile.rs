@@ -1,0 +1,162 @@
+//! The interpreter fingerprint: which CPython build an archive belongs to.
+//!
+//! The arena header holds a 32-byte opaque profile; pycds sets it to the SHA-256 of the
+//! fingerprint's canonical text, and stores that text in the archive metadata so that a
+//! mismatch can be explained entry by entry.
+
+use sha2::{Digest, Sha256};
+
+use crate::error::PyFormatError;
+
+/// Name of the Python profile of the arena, first line of the archive metadata.
+pub const PROFILE_NAME: &str = "pycds-python/1";
+
+/// Everything that must be identical between the dumping and the loading interpreter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// `sys.version`, the full build string (specialised opcodes are build-specific).
+    pub sys_version: String,
+    /// `sys.hexversion`
+    pub hexversion: u32,
+    /// `importlib.util.MAGIC_NUMBER`, hex
+    pub magic: String,
+    /// `sys.abiflags`
+    pub abiflags: String,
+    /// `sys.implementation.cache_tag`
+    pub cache_tag: String,
+    /// pointer size in bytes
+    pub pointer_size: u32,
+    /// `sys.int_info.bits_per_digit`
+    pub digit_bits: u32,
+    /// `sys.byteorder`
+    pub byteorder: String,
+    /// `Py_DEBUG`
+    pub debug: bool,
+    /// `Py_TRACE_REFS`
+    pub trace_refs: bool,
+    /// `Py_GIL_DISABLED`
+    pub gil_disabled: bool,
+    /// `-X no_debug_ranges` / `PYTHONNODEBUGRANGES`: changes the line tables CPython makes.
+    pub no_debug_ranges: bool,
+}
+
+impl Fingerprint {
+    /// Canonical text: `key=value` lines in a fixed order.
+    pub fn to_text(&self) -> String {
+        let b = |x: bool| if x { "1" } else { "0" };
+        format!(
+            "profile={PROFILE_NAME}\nsys.version={}\nhexversion={:#010x}\nmagic={}\nabiflags={}\ncache_tag={}\npointer_size={}\ndigit_bits={}\nbyteorder={}\nPy_DEBUG={}\nPy_TRACE_REFS={}\nPy_GIL_DISABLED={}\nno_debug_ranges={}\n",
+            self.sys_version.replace('\n', " "),
+            self.hexversion,
+            self.magic,
+            self.abiflags,
+            self.cache_tag,
+            self.pointer_size,
+            self.digit_bits,
+            self.byteorder,
+            b(self.debug),
+            b(self.trace_refs),
+            b(self.gil_disabled),
+            b(self.no_debug_ranges),
+        )
+    }
+
+    /// The 32-byte arena profile.
+    pub fn profile(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.to_text().as_bytes());
+        h.finalize().into()
+    }
+
+    /// Compare the fingerprint text stored in an archive with this one; `Ok` when equal,
+    /// otherwise an incompatibility error listing each difference.
+    pub fn compare_with_text(&self, stored: &[u8]) -> Result<(), PyFormatError> {
+        let mine = self.to_text();
+        if stored == mine.as_bytes() {
+            return Ok(());
+        }
+        let stored = String::from_utf8_lossy(stored);
+        let theirs: Vec<(&str, &str)> = stored.lines().filter_map(|l| l.split_once('=')).collect();
+        let mut diffs = Vec::new();
+        for line in mine.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match theirs.iter().find(|(tk, _)| *tk == k) {
+                Some((_, tv)) if *tv == v => {}
+                Some((_, tv)) => diffs.push(format!("{k}: archive {tv:?}, running {v:?}")),
+                None => diffs.push(format!("{k}: missing from archive")),
+            }
+        }
+        if diffs.is_empty() {
+            diffs.push("fingerprint text differs".into());
+        }
+        Err(PyFormatError::ProfileMismatch {
+            differences: diffs.join("; "),
+        })
+    }
+}
+
+/// Split archive metadata into the fingerprint text and the client's trailing bytes.
+/// The metadata is the fingerprint text, a NUL byte, then client bytes.
+pub fn split_archive_meta(meta: &[u8]) -> (&[u8], &[u8]) {
+    match meta.iter().position(|&b| b == 0) {
+        Some(i) => (&meta[..i], &meta[i + 1..]),
+        None => (meta, &[]),
+    }
+}
+
+/// Build archive metadata from a fingerprint and client bytes.
+pub fn archive_meta(fp: &Fingerprint, client: &[u8]) -> Vec<u8> {
+    let mut v = fp.to_text().into_bytes();
+    v.push(0);
+    v.extend_from_slice(client);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp() -> Fingerprint {
+        Fingerprint {
+            sys_version: "3.12.1 (main) [GCC 12]".into(),
+            hexversion: 0x030c01f0,
+            magic: "cb0d0d0a".into(),
+            abiflags: String::new(),
+            cache_tag: "cpython-312".into(),
+            pointer_size: 8,
+            digit_bits: 30,
+            byteorder: "little".into(),
+            debug: false,
+            trace_refs: false,
+            gil_disabled: false,
+            no_debug_ranges: false,
+        }
+    }
+
+    #[test]
+    fn mismatch_names_the_difference() {
+        let a = fp();
+        let mut b = fp();
+        b.sys_version = "3.12.2".into();
+        b.no_debug_ranges = true;
+        assert_ne!(a.profile(), b.profile());
+        assert!(a.compare_with_text(a.to_text().as_bytes()).is_ok());
+        let e = a.compare_with_text(b.to_text().as_bytes()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sys.version") && msg.contains("no_debug_ranges"),
+            "{msg}"
+        );
+        assert!(e.is_incompatible());
+    }
+
+    #[test]
+    fn meta_split() {
+        let m = archive_meta(&fp(), b"xyz");
+        let (t, c) = split_archive_meta(&m);
+        assert_eq!(t, fp().to_text().as_bytes());
+        assert_eq!(c, b"xyz");
+    }
+}

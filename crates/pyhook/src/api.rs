@@ -1,0 +1,258 @@
+//! The Python-facing API of the native module (`pycds._pycds`).
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use pycds_pyformat::profile::split_archive_meta;
+use pycds_pyformat::PyArchiveWriter;
+use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyMapping};
+
+use crate::dump::Dumper;
+use crate::error::{HookError, HookResult};
+use crate::load::{verify_bytes, LoadedArchive};
+use crate::probe::runtime;
+
+/// Write an archive of named roots: `items` is a list of `(name, value, meta)`;
+/// `meta` is stored with the root and returned by `Archive.meta(name)`. Values that
+/// cannot be archived are reported in the returned `skipped` list (with `strict=False`)
+/// or raise `UnsupportedObjectError`. Returns statistics.
+#[pyfunction]
+#[pyo3(signature = (path, items, strict = true))]
+pub fn write_archive<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    items: Vec<(String, Bound<'py, PyAny>, Vec<u8>)>,
+    strict: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let rt = runtime(py)?;
+    let mut w = PyArchiveWriter::new(rt.layout, &rt.fingerprint, b"");
+    let skipped = PyList::empty(py);
+    let mut seen = std::collections::HashSet::new();
+    let mut written = 0usize;
+    for (name, value, meta) in items {
+        if !seen.insert(name.clone()) {
+            return Err(PyKeyError::new_err(format!("duplicate root name {name:?}")));
+        }
+        if let Err(e) = Dumper::check_supported(&name, &value) {
+            if strict {
+                return Err(e.into());
+            }
+            skipped.append((name, e.to_string()))?;
+            continue;
+        }
+        let fresh = Dumper::fresh(py, &value)?;
+        w.begin_span();
+        let r = {
+            let mut d = Dumper::new(py, &mut w, &name);
+            d.object(&fresh)
+        };
+        // check_supported accepted the value, so the walk cannot fail on types; any other
+        // failure aborts the whole archive (the writer has an open span).
+        let r = r?;
+        w.add_root(name.as_bytes(), r, &meta)
+            .map_err(HookError::from)?;
+        w.end_span();
+        written += 1;
+    }
+    let heap = w.heap_len();
+    let size = w.write_atomic(&path).map_err(HookError::from)?;
+    let d = PyDict::new(py);
+    d.set_item("roots", written)?;
+    d.set_item("bytes", size)?;
+    d.set_item("heap_bytes", heap)?;
+    d.set_item("skipped", skipped)?;
+    Ok(d)
+}
+
+/// `pycds.save(path, roots)`: write a mapping of names to archivable objects.
+#[pyfunction]
+pub fn save(py: Python<'_>, path: PathBuf, roots: &Bound<'_, PyAny>) -> PyResult<()> {
+    let m = roots
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err("roots must be a mapping of str to objects"))?;
+    let mut items = Vec::new();
+    for k in m.keys()?.iter() {
+        let name: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("root names must be str"))?;
+        let v = m.get_item(&k)?;
+        items.push((name, v, Vec::new()));
+    }
+    write_archive(py, path, items, true)?;
+    Ok(())
+}
+
+/// An archive opened for use in place: a read-only mapping from root names to objects.
+/// Roots are loaded on first access and live as long as the process.
+#[pyclass(frozen, name = "Archive", module = "pycds._pycds", mapping)]
+pub struct Archive {
+    inner: LoadedArchive,
+}
+
+#[pymethods]
+impl Archive {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Ok(Archive {
+            inner: LoadedArchive::open(py, &path)?,
+        })
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        self.inner
+            .get(py, name)?
+            .ok_or_else(|| PyKeyError::new_err(name.to_owned()))
+    }
+
+    /// The root's object, or `default` if there is no such root.
+    #[pyo3(signature = (name, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(self.inner.get(py, name)?.or(default))
+    }
+
+    fn __contains__(&self, name: &str) -> bool {
+        self.inner.root_meta(name).is_some()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.arena().archive().root_count() as usize
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        PyList::new(py, self.inner.names())?
+            .try_iter()
+            .map(|i| i.into_any())
+    }
+
+    /// Root names, in sorted order.
+    fn keys(&self) -> Vec<String> {
+        self.inner.names()
+    }
+
+    /// The metadata bytes stored with a root, or `None` if there is no such root.
+    fn meta<'py>(&self, py: Python<'py>, name: &str) -> Option<Bound<'py, pyo3::types::PyBytes>> {
+        self.inner
+            .root_meta(name)
+            .map(|m| pyo3::types::PyBytes::new(py, m))
+    }
+
+    /// The archive's path.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_owned()
+    }
+
+    /// Load statistics: spans and objects made ready, strings interned, seconds spent.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.inner.stats;
+        let d = PyDict::new(py);
+        d.set_item("spans", s.spans.load(Ordering::Relaxed))?;
+        d.set_item("objects", s.objects.load(Ordering::Relaxed))?;
+        d.set_item("interned", s.interned.load(Ordering::Relaxed))?;
+        d.set_item(
+            "load_seconds",
+            s.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        )?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<pycds.Archive {:?} ({} roots)>",
+            self.inner.path(),
+            self.__len__()
+        )
+    }
+}
+
+/// `pycds.load(path)`: open an archive as a read-only mapping.
+#[pyfunction]
+pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Archive> {
+    Archive::new(py, path)
+}
+
+/// Full structural and checksum verification of an archive file (of any supported
+/// interpreter version); raises `CorruptArchiveError`/`IncompatibleArchiveError`.
+#[pyfunction]
+pub fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let bytes = read_regular(&path)?;
+    let r = verify_bytes(&bytes)?;
+    let d = PyDict::new(py);
+    d.set_item("python", r.version.to_string())?;
+    d.set_item("roots", r.roots)?;
+    d.set_item("spans", r.spans)?;
+    d.set_item("objects", r.objects)?;
+    Ok(d)
+}
+
+fn read_regular(path: &std::path::Path) -> HookResult<Vec<u8>> {
+    let a = pycds_arena::LoadedArena::open(path, pycds_arena::LoadStrategy::Read);
+    // open() refuses FIFOs, directories and unreadable files with a precise error.
+    a?;
+    std::fs::read(path).map_err(|e| {
+        HookError::Arena(pycds_arena::ArenaError::new(
+            pycds_arena::ErrorKind::Io(e),
+            None,
+        ))
+    })
+}
+
+/// Describe an archive: format, producer, fingerprint, roots with their metadata and
+/// span sizes, and whether (and why not) this interpreter can use it. Never raises for
+/// an archive of another interpreter; raises `CorruptArchiveError` for damaged files.
+#[pyfunction]
+pub fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let bytes = read_regular(&path)?;
+    let a = pycds_arena::Archive::from_bytes(&bytes).map_err(HookError::from)?;
+    let d = PyDict::new(py);
+    let (maj, min) = a.format_version();
+    d.set_item("format_version", format!("{maj}.{min}"))?;
+    d.set_item("producer", a.producer())?;
+    d.set_item("file_bytes", a.file_len())?;
+    let heap = a.heap_range();
+    d.set_item("heap_bytes", heap.end - heap.start)?;
+    let (fp, _) = split_archive_meta(a.archive_meta());
+    d.set_item("fingerprint", String::from_utf8_lossy(fp).into_owned())?;
+    let usable = match runtime(py) {
+        Err(e) => Some(e.to_string()),
+        Ok(rt) => match rt.fingerprint.compare_with_text(fp) {
+            Ok(()) => None,
+            Err(e) => Some(e.to_string()),
+        },
+    };
+    d.set_item("refused_because", usable)?;
+    let roots = PyList::empty(py);
+    for i in 0..a.root_count() {
+        let Some(r) = a.root(i) else { continue };
+        let span_len = a.span(r.span).map(|s| s.len).unwrap_or(0);
+        let meta = pycds_pyformat::meta::decode_root_meta(r.meta)
+            .map(|(_, c)| c.to_vec())
+            .unwrap_or_default();
+        roots.append((
+            String::from_utf8_lossy(r.name).into_owned(),
+            span_len,
+            pyo3::types::PyBytes::new(py, &meta),
+        ))?;
+    }
+    d.set_item("roots", roots)?;
+    Ok(d)
+}
+
+/// Check that pycds supports the running interpreter; returns a description, raises
+/// `UnsupportedInterpreterError` otherwise.
+#[pyfunction]
+pub fn check_interpreter<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let rt = runtime(py)?;
+    let d = PyDict::new(py);
+    d.set_item("python", rt.layout.version.to_string())?;
+    d.set_item("fingerprint", rt.fingerprint.to_text())?;
+    d.set_item("code_versions_reserved", rt.version_counter.is_some())?;
+    Ok(d)
+}

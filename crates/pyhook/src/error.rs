@@ -1,0 +1,94 @@
+//! Errors of the CPython side and their Python exception classes.
+
+use pycds_arena::ArenaError;
+use pycds_pyformat::PyFormatError;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::PyErr;
+
+create_exception!(
+    pycds,
+    PycdsError,
+    PyException,
+    "Base class of every error pycds raises."
+);
+create_exception!(
+    pycds,
+    CorruptArchiveError,
+    PycdsError,
+    "The archive is damaged: truncated, bit flips, malformed tables or objects."
+);
+create_exception!(
+    pycds,
+    IncompatibleArchiveError,
+    PycdsError,
+    "The archive is intact but belongs to another interpreter build or pycds format version."
+);
+create_exception!(
+    pycds,
+    UnsupportedObjectError,
+    PycdsError,
+    "An object of a type pycds cannot archive (the message names the root and the path)."
+);
+create_exception!(
+    pycds,
+    UnsupportedInterpreterError,
+    PycdsError,
+    "The running interpreter is not one pycds supports (debug, free-threaded, other version, sub-interpreter)."
+);
+
+/// Errors of the hook crate.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// Archive-level failure.
+    #[error("{0}")]
+    Arena(#[from] ArenaError),
+    /// Object-level failure.
+    #[error("{0}")]
+    Format(#[from] PyFormatError),
+    /// Something cannot be archived.
+    #[error("root {root:?}: {path}: {what}")]
+    Unsupported {
+        /// root name
+        root: String,
+        /// path to the object inside the root
+        path: String,
+        /// why
+        what: String,
+    },
+    /// The interpreter is not supported.
+    #[error("{0}")]
+    Interpreter(String),
+    /// A Python exception.
+    #[error("{0}")]
+    Python(#[from] PyErr),
+}
+
+/// Result alias.
+pub type HookResult<T> = Result<T, HookError>;
+
+impl HookError {
+    /// Whether the archive is intact but for another build / format version.
+    pub fn is_incompatible(&self) -> bool {
+        match self {
+            HookError::Arena(e) => e.is_incompatible(),
+            HookError::Format(e) => e.is_incompatible(),
+            _ => false,
+        }
+    }
+}
+
+impl From<HookError> for PyErr {
+    fn from(e: HookError) -> PyErr {
+        match e {
+            HookError::Python(e) => e,
+            HookError::Unsupported { .. } => UnsupportedObjectError::new_err(e.to_string()),
+            HookError::Interpreter(_) => UnsupportedInterpreterError::new_err(e.to_string()),
+            HookError::Arena(ref a) if matches!(a.kind(), pycds_arena::ErrorKind::Io(_)) => {
+                PycdsError::new_err(e.to_string())
+            }
+            _ if e.is_incompatible() => IncompatibleArchiveError::new_err(e.to_string()),
+            _ => CorruptArchiveError::new_err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Using archived objects in place.
+//!
+//! Opening an archive reads and validates its header and tables only (cost independent
+//! of the archive's size) and compares its fingerprint with the running interpreter's.
+//! A root's span is loaded on first use: the arena verifies its checksum and slots,
+//! `pycds-pyformat` checks every object, the arena relocates it and resolves the
+//! runtime singletons and type objects, then this module interns the strings CPython
+//! had interned, builds frozenset constants and assigns code versions (3.13).
+//!
+//! Unsafe code here is limited to calls of `crate::ffi` on spans the arena relocated and
+//! the checker accepted; each call says which check makes it sound.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pycds_arena::{LoadError, LoadStrategy, LoadedArena, SpanId};
+use pycds_pyformat::meta::{decode_root_meta, RootKind};
+use pycds_pyformat::profile::split_archive_meta;
+use pycds_pyformat::{Checker, ExternKind, ExternTable, SpanPlan};
+use pyo3::ffi as pyffi;
+use pyo3::prelude::*;
+
+use crate::error::{HookError, HookResult};
+use crate::ffi;
+use crate::probe::{runtime, Runtime};
+
+const UNLOADED: u8 = 0;
+const LOADING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+/// Load statistics.
+#[derive(Debug, Default)]
+pub struct LoadStats {
+    /// spans made ready
+    pub spans: AtomicU64,
+    /// objects in them
+    pub objects: AtomicU64,
+    /// strings interned
+    pub interned: AtomicU64,
+    /// nanoseconds spent loading spans
+    pub nanos: AtomicU64,
+}
+
+/// An open archive whose roots are loaded on demand and live until the process exits.
+pub struct LoadedArchive {
+    arena: &'static LoadedArena,
+    rt: &'static Runtime,
+    externs: ExternTable,
+    span_roots: Vec<Vec<(u64, bool)>>,
+    status: Vec<AtomicU8>,
+    checker: Mutex<Checker>,
+    path: PathBuf,
+    /// Load statistics.
+    pub stats: LoadStats,
+}
+
+impl std::fmt::Debug for LoadedArchive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoadedArchive({})", self.path.display())
+    }
+}
+
+/// The load strategy, from `PYCDS_LOAD` (`read`, the default, or `map`).
+fn strategy() -> LoadStrategy {
+    match std::env::var("PYCDS_LOAD").as_deref() {
+        Ok("map") => LoadStrategy::Map,
+        _ => LoadStrategy::Read,
+    }
+}
+
+impl LoadedArchive {
+    /// Open `path` for this interpreter.
+    pub fn open(py: Python<'_>, path: &Path) -> HookResult<LoadedArchive> {
+        let rt = runtime(py)?;
+        let arena = LoadedArena::open(path, strategy())?;
+        let a = arena.archive();
+        let (fp_text, _client) = split_archive_meta(a.archive_meta());
+        rt.fingerprint.compare_with_text(fp_text)?;
+        a.check_profile(&rt.fingerprint.profile())?;
+        let externs = ExternTable::from_archive(a)?;
+        let nspans = a.span_count() as usize;
+        let mut span_roots = vec![Vec::new(); nspans];
+        for i in 0..a.root_count() {
+            let r = a.root(i).ok_or(HookError::Format(
+                pycds_pyformat::PyFormatError::BadRootMeta {
+                    what: "missing root",
+                },
+            ))?;
+            let (kind, _) = decode_root_meta(r.meta)?;
+            if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
+                v.push((r.object, kind == RootKind::Holder));
+            }
+        }
+        let status = (0..nspans).map(|_| AtomicU8::new(UNLOADED)).collect();
+        Ok(LoadedArchive {
+            arena: arena.leak(),
+            rt,
+            externs,
+            span_roots,
+            status,
+            checker: Mutex::new(Checker::new(rt.layout)),
+            path: path.to_owned(),
+            stats: LoadStats::default(),
+        })
+    }
+
+    /// The archive file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The arena view (header and tables).
+    pub fn arena(&self) -> &'static LoadedArena {
+        self.arena
+    }
+
+    /// The client part of a root's metadata, if the root exists.
+    pub fn root_meta(&self, name: &str) -> Option<&[u8]> {
+        let r = self.arena.archive().find_root(name.as_bytes())?;
+        decode_root_meta(r.meta).ok().map(|(_, c)| c)
+    }
+
+    /// Root names in order.
+    pub fn names(&self) -> Vec<String> {
+        let a = self.arena.archive();
+        (0..a.root_count())
+            .filter_map(|i| a.root(i))
+            .map(|r| String::from_utf8_lossy(r.name).into_owned())
+            .collect()
+    }
+
+    /// The object of root `name` (loading its span on first use), or `None` if there is
+    /// no such root.
+    pub fn get<'py>(&self, py: Python<'py>, name: &str) -> HookResult<Option<Bound<'py, PyAny>>> {
+        let Some(root) = self.arena.archive().find_root(name.as_bytes()) else {
+            return Ok(None);
+        };
+        let (kind, _) = decode_root_meta(root.meta)?;
+        self.ensure_span(py, root.span)?;
+        let base = self.arena.base();
+        let mut ptr = base
+            .wrapping_add(root.object as usize)
+            .cast::<pyffi::PyObject>();
+        if kind == RootKind::Holder {
+            let item = root.object + self.rt.layout.tuple_items as u64;
+            // SAFETY: the span is READY: the checker verified the root is a 1-tuple of
+            // this span, so its first item slot is inside the span and was relocated.
+            ptr = unsafe { ffi::span_read(base, item) } as *mut pyffi::PyObject;
+        }
+        // SAFETY: `ptr` is a live object: either in a READY span of a leaked arena or a
+        // runtime object the archive holds a reference to; GIL held.
+        Ok(Some(unsafe { Bound::from_borrowed_ptr(py, ptr) }))
+    }
+
+    /// Make span `id` ready: verified, checked, relocated, fixed up.
+    fn ensure_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
+        let st = self.status.get(id.0 as usize).ok_or(HookError::Format(
+            pycds_pyformat::PyFormatError::BadRootMeta { what: "bad span" },
+        ))?;
+        match st.load(Ordering::Acquire) {
+            READY => return Ok(()),
+            FAILED => {
+                return Err(HookError::Interpreter(format!(
+                    "span {} of {} failed to load earlier",
+                    id.0,
+                    self.path.display()
+                )))
+            }
+            LOADING => {
+                return Err(HookError::Interpreter(
+                    "re-entrant load of an archive span (falling back)".into(),
+                ))
+            }
+            _ => {}
+        }
+        st.store(LOADING, Ordering::Release);
+        let t0 = Instant::now();
+        let r = self.load_span(py, id);
+        st.store(if r.is_ok() { READY } else { FAILED }, Ordering::Release);
+        self.stats
+            .nanos
+            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    fn load_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
+        let roots: &[(u64, bool)] = self
+            .span_roots
+            .get(id.0 as usize)
+            .map(|v| &v[..])
+            .unwrap_or(&[]);
+        let mut plan: Option<SpanPlan> = None;
+        {
+            let mut checker = self.checker.lock().unwrap_or_else(|e| e.into_inner());
+            let externs = &self.externs;
+            let mut check = |view: &pycds_arena::SpanView<'_>| -> Result<(), HookError> {
+                plan = Some(checker.check_span(view, externs, roots)?);
+                Ok(())
+            };
+            let mut resolve =
+                |xid: pycds_arena::ExternId, _name: &[u8]| -> Result<u64, HookError> {
+                    let kind = externs.kind(xid).ok_or(HookError::Format(
+                        pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 },
+                    ))?;
+                    // SAFETY: GIL held (we have `py`).
+                    let p = unsafe { ffi::resolve_extern(kind) };
+                    if p.is_null() {
+                        return Err(PyErr::fetch(py).into());
+                    }
+                    Ok(p as u64)
+                };
+            self.arena
+                .load_span(id, &mut check, &mut resolve)
+                .map_err(|e| match e {
+                    LoadError::Arena(a) => HookError::Arena(a),
+                    LoadError::Client(c) => c,
+                })?;
+        }
+        let Some(plan) = plan else {
+            return Err(HookError::Interpreter(
+                "span was loaded outside pycds's control".into(),
+            ));
+        };
+        self.apply(py, &plan)?;
+        self.stats.spans.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .objects
+            .fetch_add(plan.objects as u64, Ordering::Relaxed);
+        self.stats
+            .interned
+            .fetch_add(plan.interns.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The interpreter-side fix-ups of a relocated span.
+    fn apply(&self, py: Python<'_>, plan: &SpanPlan) -> HookResult<()> {
+        let base = self.arena.base();
+        let layout = self.rt.layout;
+        // 1. Interning, then redirecting references to canonical strings held elsewhere.
+        for (s, refs) in &plan.interns {
+            let sp = base.wrapping_add(*s as usize).cast::<pyffi::PyObject>();
+            // SAFETY: `s` is a str object of this span (checker), relocated and with its
+            // ob_type patched (arena); GIL held; the arena is leaked.
+            let canon = unsafe { ffi::intern(sp, layout) };
+            if canon != sp {
+                for &slot in &plan.intern_refs[refs.clone()] {
+                    // SAFETY: each slot is an internal slot of this span referring to `s`
+                    // (checker); nothing has been handed out yet. The reference returned
+                    // by interning is kept forever (never released).
+                    unsafe { ffi::span_write(base, slot, canon as u64) };
+                }
+            }
+        }
+        // 2. Frozenset constants.
+        for (members, refs) in &plan.frozen {
+            let tuple = match members {
+                Some(m) => base.wrapping_add(*m as usize).cast::<pyffi::PyObject>(),
+                // SAFETY: GIL held.
+                None => unsafe { ffi::resolve_extern(ExternKind::EmptyTuple) },
+            };
+            // SAFETY: `tuple` is a checked, relocated tuple of this span or the runtime's
+            // empty tuple; GIL held.
+            let fs = unsafe { ffi::frozenset_from(tuple) };
+            if fs.is_null() {
+                return Err(PyErr::fetch(py).into());
+            }
+            for &slot in &plan.frozen_refs[refs.clone()] {
+                // SAFETY: a tuple-item slot of this span (checker); the new frozenset
+                // reference is owned by the archive forever.
+                unsafe { ffi::span_write(base, slot, fs as u64) };
+            }
+        }
+        // 3. Code versions (3.13): never reuse dump-time values; reserve fresh ones.
+        if let (Some(ctr), Some(field)) = (self.rt.version_counter, layout.code.version) {
+            let n = u32::try_from(plan.codes.len()).unwrap_or(u32::MAX);
+            // SAFETY: `ctr` passed the self-check at start-up; GIL held.
+            if let Some(first) = unsafe { ffi::reserve_versions(ctr, n) } {
+                for (i, c) in plan.codes.iter().enumerate() {
+                    // SAFETY: a code object of this span, not handed out yet.
+                    unsafe {
+                        ffi::set_code_version(
+                            base.wrapping_add(*c as usize),
+                            field,
+                            first + i as u32,
+                        )
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`verify_bytes`] found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    /// The CPython release the archive is for.
+    pub version: pycds_pyformat::PyVersion,
+    /// Number of roots.
+    pub roots: u32,
+    /// Number of spans.
+    pub spans: u32,
+    /// Number of objects over all spans.
+    pub objects: usize,
+}
+
+/// The CPython release an archive was written for, from its fingerprint text.
+pub fn archive_version(a: &pycds_arena::Archive<'_>) -> HookResult<pycds_pyformat::PyVersion> {
+    let (fp, _) = split_archive_meta(a.archive_meta());
+    let text = String::from_utf8_lossy(fp);
+    let hex = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hexversion="))
+        .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .ok_or(HookError::Format(
+            pycds_pyformat::PyFormatError::BadRootMeta {
+                what: "archive metadata has no interpreter fingerprint",
+            },
+        ))?;
+    pycds_pyformat::PyVersion::from_major_minor(hex >> 24, (hex >> 16) & 0xff).ok_or_else(|| {
+        HookError::Format(pycds_pyformat::PyFormatError::ProfileMismatch {
+            differences: format!(
+                "archive is for CPython {}.{}",
+                hex >> 24,
+                (hex >> 16) & 0xff
+            ),
+        })
+    })
+}
+
+/// Full structural check of an archive held in memory: header, tables, every span's
+/// checksum and slots, and every object, against the layout of the release the archive
+/// was written for (so archives of other interpreters can be verified too).
+pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
+    let a = pycds_arena::Archive::from_bytes(bytes)?;
+    let version = archive_version(&a)?;
+    let externs = ExternTable::from_archive(&a)?;
+    let mut span_roots = vec![Vec::new(); a.span_count() as usize];
+    for i in 0..a.root_count() {
+        if let Some(r) = a.root(i) {
+            let (kind, _) = decode_root_meta(r.meta)?;
+            if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
+                v.push((r.object, kind == RootKind::Holder));
+            }
+        }
+    }
+    let mut checker = Checker::new(version.layout());
+    let mut objects = 0;
+    for i in 0..a.span_count() {
+        let view = a.verify_span(SpanId(i))?;
+        objects += checker
+            .check_span(&view, &externs, &span_roots[i as usize])?
+            .objects;
+    }
+    Ok(VerifyReport {
+        version,
+        roots: a.root_count(),
+        spans: a.span_count(),
+        objects,
+    })
+}
