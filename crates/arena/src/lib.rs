@@ -67,6 +67,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
+pub mod dump;
 pub mod error;
 pub mod layout;
 pub mod load;
