@@ -1,5 +1,6 @@
 //! A human-readable, annotated hex dump of an archive (used for the golden `.dump` files in
 //! `spec/testdata/` and the hex dump appendix of `spec/format.md`).
+#![deny(clippy::indexing_slicing)]
 
 use core::fmt::Write as _;
 

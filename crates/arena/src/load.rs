@@ -7,6 +7,7 @@
 //! arena `Send + Sync`. Every `unsafe` block carries a `// SAFETY:` comment naming each
 //! precondition and where it is established.
 #![allow(unsafe_code)]
+#![deny(clippy::indexing_slicing)]
 
 use core::cell::Cell;
 use core::fmt;

@@ -1,5 +1,6 @@
 //! The read side: [`Archive`], a validated view of an archive's header and tables, and
 //! [`SpanView`], a verified view of one span's (unrelocated) contents.
+#![deny(clippy::indexing_slicing)]
 
 use core::ops::Range;
 

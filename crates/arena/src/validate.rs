@@ -7,6 +7,7 @@
 //! Rules followed here: every offset computation is checked (`checked_add`, `checked_mul`), every
 //! slice access goes through `.get()`, and nothing reads span contents, so the cost depends on
 //! the size of the tables, not of the heap.
+#![deny(clippy::indexing_slicing)]
 
 use zerocopy::byteorder::little_endian::U32;
 use zerocopy::FromBytes;
