@@ -622,3 +622,36 @@ fn random_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn bitmap_padding_and_double_marking_are_caught() {
+    use layout::SectionEntry;
+    let s = sample();
+    let h = header_of(&s.bytes);
+    let ts = h.tables_start.get() as usize;
+    let entries: Vec<SectionEntry> = <[SectionEntry]>::ref_from_bytes(&s.bytes[ts..ts + 24 * 9])
+        .unwrap()
+        .to_vec();
+    let bitmaps = entries[layout::SECTION_BITMAPS as usize - 1].offset.get() as usize;
+    // Span 0 is 24 bytes = 3 words: its internal bitmap is the first bitmap word, its external
+    // bitmap the second. Word 2 is an internal slot (bit 2 of the internal bitmap).
+    assert_eq!(s.bytes[bitmaps], 0b100);
+    // ARENA-SPAN-002: a padding bit (word 5 does not exist).
+    let bad = fix_crcs(&s.bytes, |b| b[bitmaps] |= 1 << 5);
+    let e = Archive::from_bytes(&bad)
+        .unwrap()
+        .verify_span(SpanId(0))
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::BadBitmap { span: 0 }), "{e}");
+    // ARENA-SPAN-003: word 2 marked external as well.
+    let bad = fix_crcs(&s.bytes, |b| b[bitmaps + 8] |= 1 << 2);
+    let e = Archive::from_bytes(&bad)
+        .unwrap()
+        .verify_span(SpanId(0))
+        .unwrap_err();
+    assert!(matches!(e.kind, ErrorKind::BadSlot { span: 0, .. }), "{e}");
+    let arena = LoadedArena::from_bytes(&bad).unwrap();
+    assert!(arena
+        .load_span::<Infallible>(SpanId(0), &mut |_| Ok(()), &mut |_, _| Ok(8))
+        .is_err());
+}
