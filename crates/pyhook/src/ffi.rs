@@ -107,7 +107,7 @@ pub(crate) unsafe fn span_write(base: *mut u8, off: u64, value: u64) {
 /// # Safety
 /// The GIL is held.
 pub(crate) unsafe fn resolve_extern(kind: ExternKind) -> *mut ffi::PyObject {
-    // SAFETY (whole body): all calls are documented CPython API functions called with
+    // SAFETY: all calls are documented CPython API functions called with
     // the GIL held; the statics are the interpreter's exported type objects and
     // singletons, alive for the life of the process.
     unsafe {

@@ -117,11 +117,8 @@ fn detect(py: Python<'_>) -> HookResult<Runtime> {
     let builtins = py.import("builtins")?;
     let types = py.import("types")?;
     let l = layout;
-    let str_basic = if version == PyVersion::V3_11 {
-        l.str_.compact_size + 8
-    } else {
-        l.str_.compact_size + 8
-    };
+    // sizeof(PyUnicodeObject): the compact header plus the legacy data pointer.
+    let str_basic = l.str_.compact_size + 8;
     let checks: [(Bound<'_, PyAny>, usize, usize); 7] = [
         (types.getattr("CodeType")?, l.code.adaptive, 2),
         (builtins.getattr("tuple")?, l.tuple_items, 8),
@@ -150,12 +147,11 @@ fn detect(py: Python<'_>) -> HookResult<Runtime> {
     }
     // 4. Function-version counter (3.13 only: 3.12 assigns versions lazily from 0).
     let version_counter = match (version, counter, l.code.version) {
-        // SAFETY: the offset comes from the probe compiled against this interpreter's
-        // headers, whose layout entries all matched above; the GIL is held.
-        (PyVersion::V3_13, Some(off), Some(field))
-            if unsafe { ffi::version_counter_self_check(off, field) } =>
-        {
-            Some(off)
+        (PyVersion::V3_13, Some(off), Some(field)) => {
+            // SAFETY: the offset comes from the probe compiled against this interpreter's
+            // headers, whose layout entries all matched above; the GIL is held.
+            let ok = unsafe { ffi::version_counter_self_check(off, field) };
+            ok.then_some(off)
         }
         _ => None,
     };
