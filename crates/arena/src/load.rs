@@ -195,8 +195,16 @@ impl LoadedArena {
     /// descriptor, opened with `O_NONBLOCK` so a FIFO never blocks) before reading, then
     /// validates the header and tables (not span contents).
     ///
-    /// With [`LoadStrategy::Map`] the caller accepts the mapping contract documented on that
-    /// variant (the file must not be truncated or modified in place while the arena lives).
+    /// # Safety (mapping contract, [`LoadStrategy::Map`] only)
+    ///
+    /// This function is safe to call, as the API contract requires, but with
+    /// [`LoadStrategy::Map`] the caller takes on an obligation the crate cannot check: the file
+    /// must not be truncated or modified in place while the arena lives (truncation raises
+    /// `SIGBUS` on access; in-place writes may change bytes after validation, which Rust treats as
+    /// undefined behaviour for the `&[u8]` views of the tables). pycds discharges it by
+    /// publishing archives only with [`crate::ArenaBuilder::write_atomic`] (temp file, fsync,
+    /// rename: a rename never changes an inode that is mapped). When the obligation cannot be
+    /// met, use [`LoadStrategy::Read`], which has no such contract.
     pub fn open(path: &Path, strategy: LoadStrategy) -> Result<LoadedArena, ArenaError> {
         let file = OpenOptions::new()
             .read(true)
