@@ -128,15 +128,17 @@ impl<'v, 'a> Ctx<'v, 'a> {
     fn bytes(&self, abs: u64, n: u64) -> Result<&'a [u8], PyFormatError> {
         let rel = abs
             .checked_sub(self.start)
-            .ok_or(bad(abs, "outside span"))?;
-        let end = rel.checked_add(n).ok_or(bad(abs, "size overflow"))?;
+            .ok_or_else(|| bad(abs, "outside span"))?;
+        let end = rel
+            .checked_add(n)
+            .ok_or_else(|| bad(abs, "size overflow"))?;
         if end > self.len {
             return Err(bad(abs, "object extends past the end of its span"));
         }
         self.view
             .bytes()
             .get(rel as usize..end as usize)
-            .ok_or(bad(abs, "outside span"))
+            .ok_or_else(|| bad(abs, "outside span"))
     }
     fn u64(&self, abs: u64) -> Result<u64, PyFormatError> {
         let b = self.bytes(abs, 8)?;
@@ -290,10 +292,11 @@ impl Checker {
             } else {
                 0
             };
-            let tag = TypeTag::from_u8(t & !INTERN_FLAG).ok_or(PyFormatError::BadReference {
-                offset: slot,
-                expected: "the start of an object",
-            })?;
+            let tag =
+                TypeTag::from_u8(t & !INTERN_FLAG).ok_or_else(|| PyFormatError::BadReference {
+                    offset: slot,
+                    expected: "the start of an object",
+                })?;
             if !expect.accepts(tag) {
                 return Err(PyFormatError::BadReference {
                     offset: slot,
@@ -487,7 +490,10 @@ impl Checker {
                 self.pending.push((slot, t, expect));
             }
             Slot::External(id) => {
-                let k = cx.externs.kind(id).ok_or(bad(slot, "unknown extern"))?;
+                let k = cx
+                    .externs
+                    .kind(id)
+                    .ok_or_else(|| bad(slot, "unknown extern"))?;
                 let ok = match (expect, k) {
                     (_, ExternKind::Type(_)) => false,
                     (Expect::Any, _) => true,

@@ -65,14 +65,9 @@ fn detect(py: Python<'_>) -> HookResult<Runtime> {
     let abiflags: String = sys.getattr("abiflags")?.extract()?;
     let debug = abiflags.contains('d');
     let trace_refs = sys.hasattr("getobjects")?;
-    let sysconfig = py.import("sysconfig")?;
-    let gil_disabled = sysconfig
-        .call_method1("get_config_var", ("Py_GIL_DISABLED",))?
-        .extract::<Option<i64>>()
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-        != 0;
+    // Free-threaded builds carry 't' in their ABI flags (and could not load this
+    // extension, built for the GIL ABI, anyway).
+    let gil_disabled = abiflags.contains('t');
     if debug || trace_refs || gil_disabled {
         return Err(HookError::Interpreter(format!(
             "pycds supports release builds with the GIL only; this interpreter is {}",
