@@ -3,7 +3,9 @@
 
 use pycds_arena::{Archive, SpanId};
 use pycds_pyformat::layout::CodeField;
-use pycds_pyformat::{Checker, ExternKind, ExternTable, Fingerprint, ObjRef, PyArchiveWriter, PyVersion, StrData};
+use pycds_pyformat::{
+    Checker, ExternKind, ExternTable, Fingerprint, ObjRef, PyArchiveWriter, PyVersion, StrData,
+};
 
 fn fingerprint(v: PyVersion) -> Fingerprint {
     let (a, b) = v.major_minor();
@@ -30,7 +32,9 @@ fn raw_code(v: PyVersion, nlocals: i32, units: usize) -> Vec<u8> {
     let c = &l.code;
     let mut raw = vec![0u8; c.adaptive + 2 * units];
     raw[l.ob_size..l.ob_size + 8].copy_from_slice(&(units as u64).to_le_bytes());
-    let put = |raw: &mut Vec<u8>, off: usize, val: i32| raw[off..off + 4].copy_from_slice(&val.to_le_bytes());
+    let put = |raw: &mut Vec<u8>, off: usize, val: i32| {
+        raw[off..off + 4].copy_from_slice(&val.to_le_bytes())
+    };
     put(&mut raw, c.argcount, nlocals.min(1));
     put(&mut raw, c.stacksize, 4);
     put(&mut raw, c.firstlineno, 1);
@@ -48,11 +52,23 @@ fn raw_code(v: PyVersion, nlocals: i32, units: usize) -> Vec<u8> {
 fn sample(v: PyVersion) -> Vec<u8> {
     let mut w = PyArchiveWriter::new(v.layout(), &fingerprint(v), b"client");
     w.begin_span();
-    let s = |kind: u8, ascii: bool, data: &'static [u8], length: usize| StrData { kind, ascii, length, data };
+    let s = |kind: u8, ascii: bool, data: &'static [u8], length: usize| StrData {
+        kind,
+        ascii,
+        length,
+        data,
+    };
     let name = w.str_obj(s(1, true, b"spam", 4), true).unwrap();
     let latin = w.str_obj(s(1, false, b"caf\xe9", 4), false).unwrap();
-    let ucs2 = w.str_obj(s(2, false, &[0x65, 0x65, 0xe5, 0x65], 2), false).unwrap();
-    let ucs4 = w.str_obj(s(4, false, &[0x00, 0xf6, 0x01, 0x00, 0x61, 0, 0, 0], 2), true).unwrap();
+    let ucs2 = w
+        .str_obj(s(2, false, &[0x65, 0x65, 0xe5, 0x65], 2), false)
+        .unwrap();
+    let ucs4 = w
+        .str_obj(
+            s(4, false, &[0x00, 0xf6, 0x01, 0x00, 0x61, 0, 0, 0], 2),
+            true,
+        )
+        .unwrap();
     let big = w.int_obj(true, &[1, 2, 3]).unwrap();
     let small = w.int_obj(false, &[7]).unwrap();
     assert_eq!(small, w.external(ExternKind::SmallInt(7)));
@@ -62,7 +78,9 @@ fn sample(v: PyVersion) -> Vec<u8> {
     let none = w.external(ExternKind::None);
     let members = [name, latin];
     let fs = w.frozenset_obj(&members).unwrap();
-    let consts = w.tuple_obj(&[none, big, small, f, cx, by, ucs2, ucs4, fs]).unwrap();
+    let consts = w
+        .tuple_obj(&[none, big, small, f, cx, by, ucs2, ucs4, fs])
+        .unwrap();
     let names = w.tuple_obj(&[name]).unwrap();
     let locals = w.tuple_obj(&[name, latin]).unwrap();
     let kinds = w.bytes_obj(&[0x20, 0x20]).unwrap();
@@ -104,7 +122,10 @@ fn check_all(bytes: &[u8], v: PyVersion) -> Result<usize, String> {
             .filter(|r| r.span == SpanId(i))
             .map(|r| (r.object, r.meta.first() == Some(&1)))
             .collect();
-        n += checker.check_span(&view, &externs, &roots).map_err(|e| e.to_string())?.objects;
+        n += checker
+            .check_span(&view, &externs, &roots)
+            .map_err(|e| e.to_string())?
+            .objects;
     }
     Ok(n)
 }
@@ -128,7 +149,9 @@ fn plan_lists_interned_strings_and_frozensets() {
     let externs = ExternTable::from_archive(&a).unwrap();
     let root = a.find_root(b"mod").unwrap();
     let view = a.verify_span(root.span).unwrap();
-    let plan = Checker::new(v.layout()).check_span(&view, &externs, &[(root.object, false)]).unwrap();
+    let plan = Checker::new(v.layout())
+        .check_span(&view, &externs, &[(root.object, false)])
+        .unwrap();
     assert_eq!(plan.interns.len(), 2, "spam and the UCS-4 string");
     // "spam" is referenced by co_names, co_localsplusnames, co_name, co_qualname and the
     // frozenset members tuple.
