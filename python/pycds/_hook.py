@@ -16,7 +16,7 @@ __all__ = ("trace", "dump", "share", "auto", "stats")
 _SourceFileLoader = _bext.SourceFileLoader
 
 # Process-wide state of the hook.
-_state = {
+_state: dict = {
     "mode": None,
     "archive": None,
     "finder": None,
@@ -49,17 +49,25 @@ def _warn(message):
 
 # -- module metadata stored with each archived module ---------------------------------
 
-def _encode_meta(origin, mtime_ns, size, is_pkg, locations, entry):
-    fields = [str(mtime_ns), str(size), "1" if is_pkg else "0", origin, entry or ""]
+# Fields, NUL-separated: source mtime (ns), source size, flags, origin, sys.path entry,
+# then the package's __path__ entries. Flags: "1"/"0" (package or not) followed by the
+# optimization level (-O, -OO) the code was compiled for.
+
+def _encode_meta(origin, mtime_ns, size, is_pkg, locations, entry, optimize=0):
+    flags = ("1" if is_pkg else "0") + str(optimize)
+    fields = [str(mtime_ns), str(size), flags, origin, entry or ""]
     fields.extend(locations or ())
     return b"\0".join(os.fsencode(f) for f in fields)
 
 
 def _decode_meta(meta):
+    """``(origin, mtime_ns, size, is_pkg, locations, entry, optimize)``."""
     parts = [os.fsdecode(p) for p in meta.split(b"\0")]
-    if len(parts) < 5:
+    if len(parts) < 5 or not parts[2]:
         raise ValueError("bad module metadata")
-    return (parts[3], int(parts[0]), int(parts[1]), parts[2] == "1", parts[5:], parts[4])
+    flags = parts[2]
+    return (parts[3], int(parts[0]), int(parts[1]), flags[0] == "1", parts[5:], parts[4],
+            int(flags[1:] or 0))
 
 
 # -- SHARE: finder and loader ----------------------------------------------------------
@@ -80,6 +88,9 @@ class CDSLoader(_SourceFileLoader):
                 code = archive[fullname]
             except Exception as exc:  # damaged span: fall back for this module
                 _fallback(fullname, "archive error: %s" % exc)
+                if _state["mode"] != "auto":  # AUTO replaces it at exit
+                    _warn("archive %s is damaged (module %s: %s)"
+                          % (os.fspath(archive.path), fullname, exc))
             else:
                 if code.co_filename == self.path:
                     _state["served"].append(fullname)
@@ -114,9 +125,12 @@ class CDSFinder:
         if meta is None:
             return None
         try:
-            origin, mtime_ns, size, is_pkg, locations, entry = _decode_meta(meta)
+            origin, mtime_ns, size, is_pkg, locations, entry, optimize = _decode_meta(meta)
         except ValueError:
             return _fallback(fullname, "bad metadata")
+        if optimize != sys.flags.optimize:
+            # Code compiled for another -O level (asserts, __debug__, docstrings differ).
+            return _fallback(fullname, "dumped for optimization level %d" % optimize)
         if path is None:
             search = sys.path
         else:
@@ -148,18 +162,24 @@ def _index_of_entry(search, entry):
     for i, e in enumerate(search):
         if not isinstance(e, str):
             continue
-        if e == entry or (e or ".") == entry or _abspath(e) == entry:
+        if e == entry or _abspath(e) == entry:
             return i
     return None
 
 
-_abs_cache = {}
+_abs_cache: dict = {}
 
 
 def _abspath(p):
+    if not p:
+        # "" is the current directory at import time (the program may chdir).
+        try:
+            return os.getcwd()
+        except OSError:
+            return None
     r = _abs_cache.get(p)
     if r is None:
-        r = _abs_cache[p] = os.path.abspath(p or ".") if not os.path.isabs(p) else p
+        r = _abs_cache[p] = os.path.abspath(p) if not os.path.isabs(p) else p
     return r
 
 
@@ -244,9 +264,11 @@ def trace(list_path):
     """Record the modules this process imports from source files into ``list_path``
     (appended at exit; the file is opened only then)."""
     import atexit
+    # Absolute now: the program may change directory before exit.
+    list_path = os.path.abspath(os.fspath(list_path))
     _state["mode"] = "trace"
-    _state["trace_list"] = os.fspath(list_path)
-    atexit.register(_write_trace, os.fspath(list_path))
+    _state["trace_list"] = list_path
+    atexit.register(_write_trace, list_path)
 
 
 # -- DUMP -----------------------------------------------------------------------------
@@ -279,7 +301,8 @@ def _module_item(name):
     entry = os.path.dirname(origin)
     if is_pkg:
         entry = os.path.dirname(entry)
-    meta = _encode_meta(origin, st.st_mtime_ns, st.st_size, is_pkg, locations, entry)
+    meta = _encode_meta(origin, st.st_mtime_ns, st.st_size, is_pkg, locations, entry,
+                        sys.flags.optimize)
     return (name, code, meta)
 
 
@@ -320,6 +343,7 @@ def dump(list_path, archive_path, progress=None):
 def _auto_exit(archive_path):
     reason = _state["auto_reason"]
     if reason is None and not any(r in ("source file changed", "source file missing")
+                                  or r.startswith("archive error")
                                   for _, r in _state["fallbacks"]):
         return
     names = _traced_modules()
@@ -341,7 +365,8 @@ def auto(archive_path):
     fresh archive at exit (atomically, so concurrent processes never see a partial file).
     An archive some of whose modules changed is re-dumped at exit as well."""
     import atexit
-    archive_path = os.fspath(archive_path)
+    # Absolute now: the program may change directory before exit.
+    archive_path = os.path.abspath(os.fspath(archive_path))
     _state["auto_archive"] = archive_path
     if os.path.exists(archive_path):
         _state["warned"] = True  # a stale or foreign archive is simply replaced

@@ -14,6 +14,51 @@ import os
 import sys
 
 
+def _path0():
+    """The entry the interpreter will put at ``sys.path[0]`` once start-up is over (it is
+    not there yet while ``.pth`` files run), or ``None`` (``-P`` / ``PYTHONSAFEPATH``).
+
+    DUMP runs during start-up but must find modules the way the program will: the
+    script's directory, or the current directory for ``-c``, ``-m`` and the REPL."""
+    if sys.flags.safe_path:
+        return None
+    arg0 = sys.argv[0] if sys.argv else ""
+    if arg0 == "-m":
+        return os.getcwd()
+    if arg0 in ("", "-c", "-"):
+        return ""
+    if os.path.isdir(arg0):
+        return arg0
+    return os.path.dirname(os.path.realpath(arg0))
+
+
+def _dump(lst, archive):
+    from . import _hook
+    tty = sys.stderr.isatty()
+
+    def progress(i, n):
+        if tty or _hook._verbose():
+            sys.stderr.write("pycds: dumped %d/%d modules\n" % (i, n))
+
+    path0 = _path0()
+    if path0 is not None:
+        sys.path.insert(0, path0)
+    try:
+        r = _hook.dump(lst, archive, progress=progress)
+    except Exception as exc:
+        raise RuntimeError("DUMP failed: %s" % (exc,)) from None
+    finally:
+        if path0 is not None and sys.path and sys.path[0] == path0:
+            del sys.path[0]
+    _hook._state["dump"] = r  # for ``python -m pycds dump``
+    for name, why in r["skipped"]:
+        if _hook._verbose() or tty:
+            sys.stderr.write("pycds: skipped %s: %s\n" % (name, why))
+    if _hook._verbose() or tty:
+        sys.stderr.write("pycds: wrote %s: %d modules, %d bytes\n"
+                         % (archive, r["modules"], r["bytes"]))
+
+
 def _start():
     mode = os.environ.get("PYCDSMODE", "").strip().upper()
     lst = os.environ.get("PYCDSLIST")
@@ -26,19 +71,7 @@ def _start():
     elif mode == "DUMP":
         if not lst or not archive:
             raise ValueError("PYCDSMODE=DUMP needs PYCDSLIST and PYCDSARCHIVE")
-        tty = sys.stderr.isatty()
-
-        def progress(i, n):
-            if tty or _hook._verbose():
-                sys.stderr.write("pycds: dumped %d/%d modules\n" % (i, n))
-
-        r = _hook.dump(lst, archive, progress=progress)
-        for name, why in r["skipped"]:
-            if _hook._verbose() or tty:
-                sys.stderr.write("pycds: skipped %s: %s\n" % (name, why))
-        if _hook._verbose() or tty:
-            sys.stderr.write("pycds: wrote %s: %d modules, %d bytes\n"
-                             % (archive, r["modules"], r["bytes"]))
+        _dump(lst, archive)
     elif mode == "SHARE":
         if not archive:
             raise ValueError("PYCDSMODE=SHARE needs PYCDSARCHIVE")
@@ -54,6 +87,10 @@ def _start():
 try:
     _start()
 except Exception as exc:  # never break interpreter start-up
+    try:
+        sys.modules["pycds._hook"]._state["error"] = str(exc)
+    except Exception:
+        pass
     try:
         sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
     except Exception:

@@ -292,11 +292,10 @@ impl Checker {
             } else {
                 0
             };
-            let tag =
-                TypeTag::from_u8(t & !INTERN_FLAG).ok_or_else(|| PyFormatError::BadReference {
-                    offset: slot,
-                    expected: "the start of an object",
-                })?;
+            let tag = TypeTag::from_u8(t & !INTERN_FLAG).ok_or(PyFormatError::BadReference {
+                offset: slot,
+                expected: "the start of an object",
+            })?;
             if !expect.accepts(tag) {
                 return Err(PyFormatError::BadReference {
                     offset: slot,

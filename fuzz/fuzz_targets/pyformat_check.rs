@@ -1,0 +1,33 @@
+//! The CPython checker on arbitrary bytes (and on a copy with repaired checksums), for each of the three layouts: parse, verify
+//! every span, run `Checker::check_span`; never panics, and every plan it returns only names
+//! offsets inside the span that refer to what the plan says (the loader writes through them).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pycds_arena::{Archive, SpanId};
+use pycds_pyformat::{Checker, ExternTable};
+
+fuzz_target!(|data: &[u8]| {
+    for input in pycds_fuzz::variants(data) {
+        run(&input);
+    }
+});
+
+fn run(data: &[u8]) {
+    let Ok(a) = Archive::from_bytes(data) else {
+        return;
+    };
+    let Ok(externs) = ExternTable::from_archive(&a) else {
+        return;
+    };
+    let roots = pycds_fuzz::span_roots(&a).unwrap_or_else(|| vec![Vec::new(); a.span_count() as usize]);
+    let views: Vec<_> = (0..a.span_count()).filter_map(|i| a.verify_span(SpanId(i)).ok()).collect();
+    for v in pycds_fuzz::VERSIONS {
+        let mut checker = Checker::new(v.layout());
+        for view in &views {
+            if let Ok(plan) = checker.check_span(view, &externs, &roots[view.id().0 as usize]) {
+                pycds_fuzz::assert_plan_sound(view, &plan, v.layout());
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+"""Type stubs of the native module ``pycds._pycds`` (crates/pyhook/src/api.rs)."""
+
+import os
+import pathlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypedDict, final
+
+__all__ = [
+    "write_archive",
+    "save",
+    "load",
+    "verify",
+    "inspect",
+    "check_interpreter",
+    "Archive",
+    "PycdsError",
+    "CorruptArchiveError",
+    "IncompatibleArchiveError",
+    "UnsupportedObjectError",
+    "UnsupportedInterpreterError",
+    "FORMAT_VERSION",
+    "__version__",
+]
+
+_StrPath = str | os.PathLike[str]
+
+__version__: str
+#: The archive format version this build writes and reads, as ``"MAJOR.MINOR"``.
+FORMAT_VERSION: str
+
+class PycdsError(Exception):
+    """Base class of every error pycds raises."""
+
+class CorruptArchiveError(PycdsError):
+    """The archive is damaged: truncated, bit flips, malformed tables or objects."""
+
+class IncompatibleArchiveError(PycdsError):
+    """The archive is intact but belongs to another interpreter build or format version."""
+
+class UnsupportedObjectError(PycdsError):
+    """An object of a type pycds cannot archive (the message names the root and path)."""
+
+class UnsupportedInterpreterError(PycdsError):
+    """The running interpreter is not one pycds supports."""
+
+class _WriteStats(TypedDict):
+    roots: int
+    bytes: int
+    heap_bytes: int
+    skipped: list[tuple[str, str]]
+
+class _LoadStats(TypedDict):
+    spans: int
+    objects: int
+    interned: int
+    load_seconds: float
+
+class _VerifyResult(TypedDict):
+    python: str
+    roots: int
+    spans: int
+    objects: int
+
+class _InspectResult(TypedDict):
+    format_version: str
+    producer: str
+    file_bytes: int
+    heap_bytes: int
+    fingerprint: str
+    #: ``None`` if this interpreter can use the archive, else why not.
+    refused_because: str | None
+    #: ``(name, span bytes, metadata)`` per root, in archive order.
+    roots: list[tuple[str, int, bytes]]
+
+class _InterpreterInfo(TypedDict):
+    python: str
+    fingerprint: str
+    code_versions_reserved: bool
+
+@final
+class Archive(Mapping[str, object]):
+    """An archive opened for use in place: a read-only mapping from root names to
+    objects. Roots are loaded on first access and live as long as the process.
+
+    Registered as a ``collections.abc.Mapping`` (not a subclass of it)."""
+
+    def __new__(cls, path: _StrPath) -> Archive: ...
+    def __getitem__(self, name: str, /) -> object: ...
+    def get(self, name: str, default: object = None) -> object: ...
+    def __contains__(self, name: str, /) -> bool: ...  # type: ignore[override]
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[str]: ...
+    def keys(self) -> list[str]: ...  # type: ignore[override]
+    def meta(self, name: str) -> bytes | None: ...
+    @property
+    def path(self) -> pathlib.Path: ...
+    def stats(self) -> _LoadStats: ...
+
+def write_archive(
+    path: _StrPath,
+    items: Sequence[tuple[str, object, bytes]],
+    strict: bool = True,
+) -> _WriteStats: ...
+def save(path: _StrPath, roots: Mapping[str, object]) -> None: ...
+def load(path: _StrPath) -> Archive: ...
+def verify(path: _StrPath) -> _VerifyResult: ...
+def inspect(path: _StrPath) -> _InspectResult: ...
+def check_interpreter() -> _InterpreterInfo: ...

@@ -1,0 +1,697 @@
+"""End-to-end tests of the import hook: real interpreter processes driven through the
+environment workflow (``PYCDSMODE`` = TRACE, DUMP, SHARE, AUTO) of ``pycds.pth``.
+
+Every process is ``sys.executable`` (the virtual environment pycds is installed in).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PY = sys.executable
+PYCDS_VARS = ("PYCDSMODE", "PYCDSLIST", "PYCDSARCHIVE", "PYCDSVERBOSE")
+
+# The W1 workload (a broad slice of the standard library), followed by a little work so
+# the program has output to compare, and an epilogue reporting module attributes and what
+# the hook did to the file named by $PYCDS_TEST_REPORT.
+W1_IMPORTS = (
+    "import asyncio, json, email.mime.multipart, http.server, urllib.request, "
+    "logging.handlers, argparse, typing, dataclasses, decimal, unittest, "
+    "xml.etree.ElementTree, sqlite3, csv, tarfile, zipfile, subprocess, "
+    "concurrent.futures, inspect, pathlib, tomllib, ssl, uuid, random, statistics"
+)
+
+REPORT_EPILOGUE = r'''
+def _pycds_test_report():
+    import os, sys, json
+    out = os.environ.get("PYCDS_TEST_REPORT")
+    if not out:
+        return
+    missing = "<missing>"
+    attrs = {}
+    for name, mod in sorted(sys.modules.items()):
+        spec = getattr(mod, "__spec__", None)
+        if mod is None or spec is None:
+            continue
+        path = getattr(mod, "__path__", missing)
+        ssl_ = spec.submodule_search_locations
+        attrs[name] = {
+            "__name__": getattr(mod, "__name__", missing),
+            "__file__": getattr(mod, "__file__", missing),
+            "__cached__": getattr(mod, "__cached__", missing),
+            "__package__": getattr(mod, "__package__", missing),
+            "__path__": path if path is missing else list(path),
+            "origin": spec.origin,
+            "has_location": spec.has_location,
+            "cached": spec.cached,
+            "submodule_search_locations": None if ssl_ is None else list(ssl_),
+            "parent": spec.parent,
+        }
+    pycds = sys.modules.get("pycds")
+    stats = pycds.stats() if pycds is not None else None
+    if stats is not None:
+        stats.pop("load", None)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump({"attrs": attrs, "stats": stats}, f)
+
+
+_pycds_test_report()
+'''
+
+W1_SCRIPT = W1_IMPORTS + "\nimport sys\n" + textwrap.dedent('''
+    d = decimal.Decimal(1) / decimal.Decimal(7)
+    print(json.dumps({"d": str(d), "mean": statistics.mean([1, 2, 3, 4]),
+                      "toml": tomllib.loads("a = 1"), "path": str(pathlib.PurePosixPath("/a", "b"))},
+                     sort_keys=True))
+    print(xml.etree.ElementTree.tostring(xml.etree.ElementTree.Element("x", a="1")).decode())
+    msg = email.mime.multipart.MIMEMultipart()
+    msg["Subject"] = "hi"
+    print(msg["Subject"], typing.get_type_hints(lambda: None), argparse.ArgumentParser(prog="p").prog)
+    print(sorted(n for n in sys.modules if n.startswith("email.")))
+''') + REPORT_EPILOGUE
+
+
+def env_for(**values):
+    """The test process's environment without PYCDS* variables, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if k not in PYCDS_VARS}
+    for k, v in values.items():
+        if v is not None:
+            env[k] = os.fspath(v)
+    return env
+
+
+def run(args, cwd=None, stdin=subprocess.DEVNULL, timeout=120, **values):
+    """Run ``python *args`` with PYCDS*/other variables from ``values``."""
+    return subprocess.run([PY, *args], cwd=cwd, env=env_for(**values), stdin=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def ok(p):
+    assert p.returncode == 0, "exit status %d\nstdout:\n%s\nstderr:\n%s" % (
+        p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def read_report(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_list(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def served_lines(stderr):
+    return [ln[len("pycds: served "):] for ln in stderr.splitlines()
+            if ln.startswith("pycds: served ")]
+
+
+def without_served(stderr):
+    return "".join(ln for ln in stderr.splitlines(keepends=True)
+                   if not ln.startswith("pycds: served "))
+
+
+def archive_names(path):
+    code = "import pycds, sys; print('\\n'.join(pycds.load(sys.argv[1]).keys()))"
+    return ok(run(["-c", code, os.fspath(path)])).stdout.split()
+
+
+def trace_dump(args, cwd, lst, img, **values):
+    """TRACE ``python *args``, then DUMP with a bare ``python`` in ``cwd``."""
+    ok(run(args, cwd=cwd, PYCDSMODE="TRACE", PYCDSLIST=lst, **values))
+    ok(run([], cwd=cwd, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img, **values))
+    assert os.path.isfile(img)
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(textwrap.dedent(text))
+
+
+# -- the W1 workload ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def w1(tmp_path_factory):
+    d = tmp_path_factory.mktemp("w1")
+    script = d / "w1.py"
+    script.write_text(W1_SCRIPT, encoding="utf-8")
+    lst, img = d / "w1.lst", d / "w1.img"
+    plain = ok(run([str(script)], cwd=d, PYCDS_TEST_REPORT=d / "plain.json"))
+    trace_dump([str(script)], d, lst, img)
+    shared = ok(run([str(script)], cwd=d, PYCDSMODE="SHARE", PYCDSARCHIVE=img,
+                    PYCDS_TEST_REPORT=d / "shared.json"))
+    return {"dir": d, "script": script, "list": lst, "archive": img, "plain": plain,
+            "shared": shared, "plain_report": read_report(d / "plain.json"),
+            "shared_report": read_report(d / "shared.json")}
+
+
+def test_w1_trace_lists_the_workload(w1):
+    names = read_list(w1["list"])
+    assert len(names) == len(set(names))
+    for name in ("asyncio", "json", "email.mime.multipart", "http.server", "decimal",
+                 "xml.etree.ElementTree", "sqlite3", "tomllib", "statistics"):
+        assert name in names
+    assert "__main__" not in names and "w1" not in names
+    assert sorted(archive_names(w1["archive"])) == sorted(names)
+
+
+def test_w1_share_serves_expected_modules(w1):
+    # Modules imported at start-up before the hook is installed cannot be served; every
+    # other archived module the program imports must be.
+    code = ("import sys; m = sorted(sys.modules); import json, pycds; "
+            "print(json.dumps([m, pycds.stats()['served']]))")
+    before, served_at_startup = json.loads(ok(run(
+        ["-c", code], PYCDSMODE="SHARE", PYCDSARCHIVE=w1["archive"])).stdout)
+    preloaded = set(before) - set(served_at_startup)
+    archived = set(archive_names(w1["archive"]))
+    stats = w1["shared_report"]["stats"]
+    assert stats["mode"] == "share"
+    assert stats["fallbacks"] == []
+    served = stats["served"]
+    assert len(served) == len(set(served))
+    assert set(served) == archived - preloaded
+    assert len(served) > 100
+
+
+def test_w1_output_identical(w1):
+    assert w1["shared"].stdout == w1["plain"].stdout
+    assert w1["shared"].stderr == w1["plain"].stderr == ""
+    assert "Decimal" not in w1["plain"].stdout and "0.142857" in w1["plain"].stdout
+
+
+def test_w1_module_attributes_identical(w1):
+    plain = w1["plain_report"]["attrs"]
+    shared = w1["shared_report"]["attrs"]
+    served = w1["shared_report"]["stats"]["served"]
+    assert served
+    for name in served:
+        assert shared[name] == plain[name], name
+        assert shared[name]["__file__"].endswith(".py")
+    # Packages too.
+    assert any(plain[n]["submodule_search_locations"] for n in served)
+
+
+def test_w1_verbose_lines(w1):
+    p = ok(run([str(w1["script"])], cwd=w1["dir"], PYCDSMODE="SHARE",
+               PYCDSARCHIVE=w1["archive"], PYCDSVERBOSE="1"))
+    assert sorted(served_lines(p.stderr)) == sorted(w1["shared_report"]["stats"]["served"])
+    assert without_served(p.stderr) == ""
+    assert p.stdout == w1["plain"].stdout
+
+
+# -- a small project: a script directory and a library directory on PYTHONPATH ------------
+
+APP = '''\
+import localmod
+import fbpkg
+import fbpkg.edited
+import fbpkg.kept
+import fbpkg.cli
+import shadowed
+try:
+    import fbpkg.deleted
+    print("deleted:", fbpkg.deleted.VALUE)
+except ImportError:
+    print("deleted: gone")
+print("local:", localmod.VALUE)
+print("edited:", fbpkg.edited.value())
+print("kept:", fbpkg.kept.VALUE)
+print("shadowed:", shadowed.WHO)
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    """``app/app.py`` importing ``app/localmod.py`` and modules of ``lib/`` (PYTHONPATH),
+    traced and dumped the documented way."""
+    app, lib = tmp_path / "app", tmp_path / "lib"
+    write(app / "app.py", APP + REPORT_EPILOGUE)
+    write(app / "localmod.py", 'VALUE = "local"\n')
+    write(lib / "fbpkg" / "__init__.py", '"""A package."""\n')
+    write(lib / "fbpkg" / "edited.py", 'def value():\n    return "old"\n')
+    write(lib / "fbpkg" / "kept.py", 'VALUE = "kept"\n')
+    write(lib / "fbpkg" / "deleted.py", 'VALUE = "present"\n')
+    write(lib / "fbpkg" / "cli.py", '''\
+        import sys
+        if __name__ == "__main__":
+            print("main:", __name__, __spec__.name, __file__ == __spec__.origin)
+            report = __import__("os").environ.get("PYCDS_TEST_REPORT")
+            if report:
+                pycds = sys.modules.get("pycds")
+                with open(report, "w", encoding="utf-8") as f:
+                    f.write(repr(pycds.stats()["served"] if pycds else None))
+        ''')
+    write(lib / "fbpkg" / "warner.py", '''\
+        import warnings
+        warnings.warn("warned from module body")
+        ''')
+    write(lib / "fbpkg" / "boom.py", '''\
+        def boom():
+            x = 1
+            raise ValueError("boom %d" % x)
+        ''')
+    write(lib / "shadowed.py", 'WHO = "lib"\n')
+    lst, img = tmp_path / "app.lst", tmp_path / "app.img"
+    env = {"PYTHONPATH": str(lib)}
+    ok(run(["app.py"], cwd=app, PYCDSMODE="TRACE", PYCDSLIST=lst, **env))
+    # Modules only used by some runs below: trace them too.
+    ok(run(["-c", "import fbpkg.warner, fbpkg.boom"], cwd=app, PYCDSMODE="TRACE",
+           PYCDSLIST=lst, **env))
+    ok(run([], cwd=app, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img, **env))
+    names = archive_names(img)
+    for n in ("localmod", "fbpkg", "fbpkg.edited", "fbpkg.kept", "fbpkg.deleted",
+              "fbpkg.cli", "fbpkg.warner", "fbpkg.boom", "shadowed"):
+        assert n in names
+    plain = ok(run(["app.py"], cwd=app, **env))
+    assert plain.stdout == ("deleted: present\nlocal: local\nedited: old\nkept: kept\n"
+                            "shadowed: lib\n")
+    return {"dir": tmp_path, "app": app, "lib": lib, "list": lst, "archive": img,
+            "env": env, "plain": plain}
+
+
+def share(project, args, verbose="1", **values):
+    values = {**project["env"], **values}
+    return run(args, cwd=project["app"], PYCDSMODE="SHARE",
+               PYCDSARCHIVE=project["archive"], PYCDSVERBOSE=verbose, **values)
+
+
+def test_project_served_with_same_output(project):
+    p = ok(share(project, ["app.py"]))
+    assert p.stdout == project["plain"].stdout
+    served = served_lines(p.stderr)
+    for n in ("localmod", "fbpkg", "fbpkg.edited", "fbpkg.kept", "fbpkg.deleted",
+              "fbpkg.cli", "shadowed"):
+        assert n in served
+
+
+def test_fallback_source_edited(project):
+    edited = project["lib"] / "fbpkg" / "edited.py"
+    edited.write_text('def value():\n    return "new and longer"\n', encoding="utf-8")
+    report = project["dir"] / "r.json"
+    p = ok(share(project, ["app.py"], PYCDS_TEST_REPORT=report))
+    assert "edited: new and longer\n" in p.stdout
+    served = served_lines(p.stderr)
+    assert "fbpkg.edited" not in served and "fbpkg.kept" in served
+    assert ["fbpkg.edited", "source file changed"] in read_report(report)["stats"]["fallbacks"]
+
+
+def test_fallback_source_edited_same_size(project):
+    edited = project["lib"] / "fbpkg" / "edited.py"
+    st = edited.stat()
+    edited.write_text('def value():\n    return "NEW"\n', encoding="utf-8")
+    assert edited.stat().st_size == st.st_size
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    p = ok(share(project, ["app.py"]))
+    assert "edited: NEW\n" in p.stdout
+    assert "fbpkg.edited" not in served_lines(p.stderr)
+
+
+def test_fallback_source_deleted(project):
+    os.unlink(project["lib"] / "fbpkg" / "deleted.py")
+    report = project["dir"] / "r.json"
+    p = ok(share(project, ["app.py"], PYCDS_TEST_REPORT=report))
+    assert "deleted: gone\n" in p.stdout
+    assert "fbpkg.deleted" not in served_lines(p.stderr)
+    assert ["fbpkg.deleted", "source file missing"] in read_report(report)["stats"]["fallbacks"]
+
+
+def test_fallback_shadowed_earlier_on_path(project):
+    write(project["app"] / "shadowed.py", 'WHO = "app dir, earlier on sys.path"\n')
+    report = project["dir"] / "r.json"
+    p = ok(share(project, ["app.py"], PYCDS_TEST_REPORT=report))
+    assert "shadowed: app dir, earlier on sys.path\n" in p.stdout
+    assert "shadowed" not in served_lines(p.stderr)
+    assert "fbpkg.kept" in served_lines(p.stderr)
+    fallbacks = dict(map(tuple, read_report(report)["stats"]["fallbacks"]))
+    assert "shadowed" in fallbacks["shadowed"]
+
+
+def test_fallback_shadowed_by_package(project):
+    # A new package of the same name earlier on the path shadows the archived module.
+    write(project["app"] / "shadowed" / "__init__.py", 'WHO = "package"\n')
+    p = ok(share(project, ["app.py"]))
+    assert "shadowed: package\n" in p.stdout
+
+
+def test_fallback_not_on_path(project):
+    # Without the library directory on sys.path, its modules are not importable at all.
+    p = share(project, ["-c", "import fbpkg"], verbose="2", PYTHONPATH="")
+    assert p.returncode == 1 and "ModuleNotFoundError" in p.stderr
+    assert "pycds: fallback fbpkg: not on the search path" in p.stderr
+
+
+def test_fallback_cwd_changed(project, tmp_path):
+    # '' on sys.path is the current directory at import time, not at the first lookup.
+    other = tmp_path / "other"
+    write(other / "localmod.py", 'VALUE = "other directory"\n')
+    code = ("import json, os, sys; os.chdir(sys.argv[1]); import localmod; "
+            "print(localmod.VALUE)")
+    p = ok(share(project, ["-c", code, str(other)]))
+    assert p.stdout == "other directory\n"
+    assert "json" in served_lines(p.stderr)
+
+
+def test_fallback_optimization_level(project):
+    # The archive holds code compiled without -O: under -O it must not be used (asserts
+    # and docstrings differ), and the program behaves as without pycds.
+    write(project["lib"] / "withassert.py", '''\
+        """Doc."""
+        def f():
+            assert False, "assert ran"
+            return "assert skipped"
+        ''')
+    lst, img = project["dir"] / "o.lst", project["dir"] / "o.img"
+    code = ("import withassert\ntry: print(withassert.f(), withassert.__doc__)\n"
+            "except AssertionError as e: print(e, withassert.__doc__)")
+    trace_dump(["-c", code], project["app"], lst, img, **project["env"])
+    for opt, out in ((["-O"], "assert skipped Doc.\n"), (["-OO"], "assert skipped None\n"),
+                     ([], "assert ran Doc.\n")):
+        p = ok(run([*opt, "-c", code], cwd=project["app"], PYCDSMODE="SHARE",
+                   PYCDSARCHIVE=img, PYCDSVERBOSE="2", **project["env"]))
+        assert p.stdout == out, opt
+        assert ("withassert" in served_lines(p.stderr)) == (not opt)
+    # And an archive dumped under -O serves -O processes.
+    img2 = project["dir"] / "o2.img"
+    ok(run(["-O"], cwd=project["app"], PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img2,
+           **project["env"]))
+    p = ok(run(["-O", "-c", code], cwd=project["app"], PYCDSMODE="SHARE", PYCDSARCHIVE=img2,
+               PYCDSVERBOSE="1", **project["env"]))
+    assert p.stdout == "assert skipped Doc.\n"
+    assert "withassert" in served_lines(p.stderr)
+
+
+def test_python_dash_m_archived_module(project):
+    report = project["dir"] / "served.txt"
+    plain = ok(run(["-m", "fbpkg.cli"], cwd=project["app"], **project["env"]))
+    p = ok(share(project, ["-m", "fbpkg.cli"], PYCDS_TEST_REPORT=report))
+    assert p.stdout == plain.stdout == "main: __main__ fbpkg.cli True\n"
+    assert "fbpkg.cli" in eval(report.read_text(encoding="utf-8"))
+    assert "fbpkg.cli" in served_lines(p.stderr)
+
+
+def test_warning_points_at_archived_module(project):
+    args = ["-W", "always", "-c", "import fbpkg.warner"]
+    plain = ok(run(args, cwd=project["app"], **project["env"]))
+    p = ok(share(project, args))
+    assert "fbpkg.warner" in served_lines(p.stderr)
+    path = str(project["lib"] / "fbpkg" / "warner.py")
+    expected = "%s:2: UserWarning: warned from module body\n" % path
+    assert expected in plain.stderr
+    assert without_served(p.stderr) == plain.stderr
+    assert 'warnings.warn("warned from module body")' in plain.stderr
+
+
+def test_traceback_shows_source_lines(project):
+    args = ["-c", "import fbpkg.boom; fbpkg.boom.boom()"]
+    plain = run(args, cwd=project["app"], **project["env"])
+    p = share(project, args)
+    assert p.returncode == plain.returncode == 1
+    assert "fbpkg.boom" in served_lines(p.stderr)
+    assert without_served(p.stderr) == plain.stderr
+    path = str(project["lib"] / "fbpkg" / "boom.py")
+    assert 'File "%s", line 3, in boom' % path in plain.stderr
+    assert 'raise ValueError("boom %d" % x)' in plain.stderr
+
+
+def test_inspect_getsource_of_archived_module(project):
+    code = ("import inspect, fbpkg.edited, fbpkg.boom; "
+            "print(inspect.getsource(fbpkg.edited.value), end=''); "
+            "print(inspect.getsource(fbpkg.boom), end=''); "
+            "print(inspect.getsourcefile(fbpkg.boom.boom))")
+    plain = ok(run(["-c", code], cwd=project["app"], **project["env"]))
+    p = ok(share(project, ["-c", code]))
+    assert {"fbpkg.edited", "fbpkg.boom"} <= set(served_lines(p.stderr))
+    assert p.stdout == plain.stdout
+    assert p.stdout.startswith('def value():\n    return "old"\ndef boom():\n')
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "garbage", "empty", "directory",
+                                  "fifo"])
+def test_bad_archive_falls_back(project, kind):
+    bad = project["dir"] / "bad.img"
+    if kind == "truncated":
+        data = project["archive"].read_bytes()
+        bad.write_bytes(data[:len(data) // 2])
+    elif kind == "garbage":
+        bad.write_bytes(os.urandom(4096))
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "directory":
+        bad.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(bad)
+    p = run(["app.py"], cwd=project["app"], timeout=60, PYCDSMODE="SHARE",
+            PYCDSARCHIVE=bad, **project["env"])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == project["plain"].stdout
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "pycds" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_damaged_module_in_archive(tmp_path):
+    # A bit flip inside one module's data: that module imports normally, with one warning
+    # (SHARE); AUTO says nothing and replaces the archive at exit.
+    write(tmp_path / "big.py", "DATA = %r\n" % ("0123456789abcdef" * 2000))
+    code = "import big; print(len(big.DATA))"
+    lst, img = tmp_path / "b.lst", tmp_path / "b.img"
+    trace_dump(["-c", code], tmp_path, lst, img)
+    data = bytearray(img.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    img.write_bytes(bytes(data))
+    p = ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img))
+    assert p.stdout == "32000\n"
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pycds: warning: ") and "big" in lines[0]
+    assert "damaged" in lines[0]
+    p = ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="AUTO", PYCDSARCHIVE=img))
+    assert p.stdout == "32000\n" and p.stderr == ""
+    p = ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+               PYCDSVERBOSE="1"))
+    assert p.stdout == "32000\n" and "big" in served_lines(p.stderr)
+
+
+def test_archive_of_other_module_set_is_harmless(project, w1):
+    # An archive that does not contain the program's modules changes nothing.
+    p = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="SHARE", PYCDSARCHIVE=w1["archive"],
+               **project["env"]))
+    assert p.stdout == project["plain"].stdout and p.stderr == ""
+
+
+# -- AUTO -------------------------------------------------------------------------------
+
+def test_auto_mode(project):
+    img = project["dir"] / "auto.img"
+    r1, r2, r3 = (project["dir"] / ("auto%d.json" % i) for i in (1, 2, 3))
+    p1 = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+                PYCDS_TEST_REPORT=r1, **project["env"]))
+    assert p1.stdout == project["plain"].stdout and p1.stderr == ""
+    assert img.is_file()
+    s1 = read_report(r1)["stats"]
+    assert s1["mode"] == "auto" and s1["served"] == []
+    assert {"localmod", "fbpkg.edited", "shadowed"} <= set(archive_names(img))
+
+    p2 = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+                PYCDS_TEST_REPORT=r2, **project["env"]))
+    assert p2.stdout == project["plain"].stdout and p2.stderr == ""
+    s2 = read_report(r2)["stats"]
+    assert {"localmod", "fbpkg", "fbpkg.edited", "fbpkg.kept", "shadowed"} <= set(s2["served"])
+    assert s2["fallbacks"] == []
+    # The served modules' attributes are those of the normal run.
+    plain_attrs = read_report(r1)["attrs"]
+    shared_attrs = read_report(r2)["attrs"]
+    for name in s2["served"]:
+        assert shared_attrs[name] == plain_attrs[name], name
+
+    # A changed module runs its new code, and the archive is refreshed at exit.
+    edited = project["lib"] / "fbpkg" / "edited.py"
+    edited.write_text('def value():\n    return "auto-new"\n', encoding="utf-8")
+    p3 = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+                **project["env"]))
+    assert "edited: auto-new\n" in p3.stdout
+    p4 = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+                PYCDS_TEST_REPORT=r3, **project["env"]))
+    assert "edited: auto-new\n" in p4.stdout
+    assert "fbpkg.edited" in read_report(r3)["stats"]["served"]
+
+
+def test_auto_mode_replaces_damaged_archive(project):
+    img = project["dir"] / "auto.img"
+    img.write_bytes(b"not an archive")
+    p = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+               **project["env"]))
+    assert p.stdout == project["plain"].stdout and p.stderr == ""
+    p = ok(run(["app.py"], cwd=project["app"], PYCDSMODE="AUTO", PYCDSARCHIVE=img,
+               PYCDSVERBOSE="1", **project["env"]))
+    assert "localmod" in served_lines(p.stderr)
+
+
+# -- TRACE and DUMP ---------------------------------------------------------------------
+
+TRACE_FD_SCRIPT = r'''
+import os, subprocess, sys, json
+lst = os.path.realpath(os.environ["PYCDSLIST"])
+
+def fds_on_list():
+    bad = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target == lst or target.startswith(lst + " "):
+            bad.append(fd)
+    return bad
+
+results = {"self": fds_on_list()}
+# A forked child inherits every descriptor, close-on-exec or not.
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, json.dumps(fds_on_list()).encode())
+    os._exit(0)
+os.close(w)
+with os.fdopen(r, "rb") as f:
+    results["fork"] = json.loads(f.read())
+os.waitpid(pid, 0)
+# A spawned interpreter (itself traced: same environment) with all inheritable fds.
+child = "import os, json, sys; lst = sys.argv[1]; print(json.dumps([fd for fd in os.listdir('/proc/self/fd') if os.path.realpath('/proc/self/fd/' + fd) == lst]))"
+out = subprocess.run([sys.executable, "-c", child, lst], close_fds=False,
+                     capture_output=True, text=True, check=True).stdout
+results["spawn"] = json.loads(out)
+import json as _json
+print(_json.dumps(results, sort_keys=True))
+'''
+
+
+def test_trace_opens_no_fd_before_exit(tmp_path):
+    lst = tmp_path / "t.lst"
+    lst.write_text("previously.traced\n", encoding="utf-8")
+    script = tmp_path / "fds.py"
+    script.write_text(TRACE_FD_SCRIPT, encoding="utf-8")
+    p = ok(run([str(script)], cwd=tmp_path, PYCDSMODE="TRACE", PYCDSLIST=lst))
+    assert json.loads(p.stdout) == {"fork": [], "self": [], "spawn": []}
+    assert p.stderr == ""
+    names = read_list(lst)
+    assert names[0] == "previously.traced"
+    assert "subprocess" in names and "json" in names
+    assert len(names) == len(set(names))
+
+
+def test_relative_paths_survive_chdir(tmp_path):
+    # PYCDSLIST / PYCDSARCHIVE are relative to the directory the program started in,
+    # even when the list or archive is written at exit after an os.chdir().
+    (tmp_path / "elsewhere").mkdir()
+    code = "import os, json; os.chdir('elsewhere'); print('ok')"
+    ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="TRACE", PYCDSLIST="rel.lst"))
+    assert "json" in read_list(tmp_path / "rel.lst")
+    ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="AUTO", PYCDSARCHIVE="rel.img"))
+    assert "json" in archive_names(tmp_path / "rel.img")
+    assert os.listdir(tmp_path / "elsewhere") == []
+    p = ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="AUTO", PYCDSARCHIVE="rel.img",
+               PYCDSVERBOSE="1"))
+    assert "json" in served_lines(p.stderr)
+
+
+def test_no_encoding_warning(tmp_path):
+    flags = ["-X", "warn_default_encoding", "-W", "error::EncodingWarning"]
+    write(tmp_path / "m.py", "VALUE = 1\n")
+    code = "import m, json; print(m.VALUE)"
+    lst, img = tmp_path / "e.lst", tmp_path / "e.img"
+    for args, values in (
+            ([*flags, "-c", code], {"PYCDSMODE": "TRACE", "PYCDSLIST": lst}),
+            (flags, {"PYCDSMODE": "DUMP", "PYCDSLIST": lst, "PYCDSARCHIVE": img,
+                     "PYCDSVERBOSE": "2"}),
+            ([*flags, "-c", code], {"PYCDSMODE": "SHARE", "PYCDSARCHIVE": img,
+                                    "PYCDSVERBOSE": "2"}),
+            ([*flags, "-c", code], {"PYCDSMODE": "AUTO",
+                                    "PYCDSARCHIVE": tmp_path / "a.img"})):
+        p = ok(run(args, cwd=tmp_path, **values))
+        assert "EncodingWarning" not in p.stderr and "pycds: warning" not in p.stderr, p.stderr
+    assert "m" in read_list(lst)
+    p = ok(run([*flags, "-c", code], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img,
+               PYCDSVERBOSE="1"))
+    assert "m" in served_lines(p.stderr)
+
+
+def test_dump_never_executes_main(tmp_path):
+    write(tmp_path / "app.py", '''\
+        import json
+        print("APP MAIN RAN")
+        ''')
+    lst, img = tmp_path / "m.lst", tmp_path / "m.img"
+    p = ok(run(["-m", "app"], cwd=tmp_path, PYCDSMODE="TRACE", PYCDSLIST=lst))
+    assert p.stdout == "APP MAIN RAN\n"
+    names = read_list(lst)
+    assert "json" in names and "__main__" not in names
+    # Even when the list names the program and __main__, DUMP only compiles.
+    with open(lst, "a", encoding="utf-8") as f:
+        f.write("app\n__main__\n")
+    p = ok(run([], cwd=tmp_path, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img,
+               PYCDSVERBOSE="2"))
+    assert "APP MAIN RAN" not in p.stdout + p.stderr
+    names = archive_names(img)
+    assert "app" in names and "json" in names and "__main__" not in names
+    # python -m app with the archive prints once, as without it.
+    p = ok(run(["-m", "app"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img))
+    assert p.stdout == "APP MAIN RAN\n"
+
+
+def test_dump_finds_script_directory_modules(tmp_path):
+    # DUMP runs during start-up, before sys.path[0] exists: it must still find the
+    # modules of the current directory (a bare `python`) or of the script's directory.
+    write(tmp_path / "proj" / "helper.py", "X = 1\n")
+    write(tmp_path / "proj" / "main.py", "import helper\nprint(helper.X)\n")
+    lst = tmp_path / "h.lst"
+    ok(run([str(tmp_path / "proj" / "main.py")], cwd=tmp_path, PYCDSMODE="TRACE",
+           PYCDSLIST=lst))
+    assert "helper" in read_list(lst)
+    img1, img2 = tmp_path / "h1.img", tmp_path / "h2.img"
+    ok(run([], cwd=tmp_path / "proj", PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img1))
+    assert "helper" in archive_names(img1)
+    ok(run([str(tmp_path / "proj" / "main.py")], cwd=tmp_path, PYCDSMODE="DUMP",
+           PYCDSLIST=lst, PYCDSARCHIVE=img2))
+    assert "helper" in archive_names(img2)
+    for img in (img1, img2):
+        p = ok(run([str(tmp_path / "proj" / "main.py")], cwd=tmp_path, PYCDSMODE="SHARE",
+                   PYCDSARCHIVE=img, PYCDSVERBOSE="1"))
+        assert p.stdout == "1\n" and "helper" in served_lines(p.stderr)
+
+
+def test_dump_reports_missing_list(tmp_path):
+    p = ok(run(["-c", "print('still runs')"], cwd=tmp_path, PYCDSMODE="DUMP",
+               PYCDSLIST=tmp_path / "nope.lst", PYCDSARCHIVE=tmp_path / "x.img"))
+    assert p.stdout == "still runs\n"
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pycds: ") and "nope.lst" in lines[0]
+
+
+@pytest.mark.parametrize("values", [
+    {"PYCDSMODE": "bogus"},
+    {"PYCDSMODE": "SHARE"},
+    {"PYCDSMODE": "TRACE"},
+    {"PYCDSMODE": "DUMP", "PYCDSLIST": "x.lst"},
+])
+def test_misconfiguration_is_one_warning(tmp_path, values):
+    p = ok(run(["-c", "print('ok')"], cwd=tmp_path, **values))
+    assert p.stdout == "ok\n"
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pycds: warning: ")
+
+
+def test_pth_does_nothing_without_mode(tmp_path):
+    for values in ({}, {"PYCDSMODE": ""}):
+        p = ok(run(["-X", "importtime", "-c", "pass"], cwd=tmp_path, **values))
+        assert "pycds" not in p.stderr
+        assert "site" in p.stderr  # importtime output is there
+        p = ok(run(["-c", "import sys; print(sorted(m for m in sys.modules if 'pycds' in m))"],
+                   cwd=tmp_path, PYCDSLIST="x", PYCDSARCHIVE="y", **values))
+        assert p.stdout == "[]\n"
