@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
 fn run(data: &[u8]) {
     let loaded = LoadedArena::from_bytes(data);
     let plain = Archive::from_bytes(data);
-    assert_eq!(loaded.is_ok(), plain.is_ok(), "LoadedArena and Archive disagree on the tables");
+    assert_eq!(
+        loaded.is_ok(),
+        plain.is_ok(),
+        "LoadedArena and Archive disagree on the tables"
+    );
     let (Ok(la), Ok(plain)) = (loaded, plain) else {
         return;
     };
@@ -38,7 +42,8 @@ fn run(data: &[u8]) {
         1 => PyVersion::V3_12,
         _ => PyVersion::V3_13,
     });
-    let roots = pycds_fuzz::span_roots(a).unwrap_or_else(|| vec![Vec::new(); a.span_count() as usize]);
+    let roots =
+        pycds_fuzz::span_roots(a).unwrap_or_else(|| vec![Vec::new(); a.span_count() as usize]);
     let checker = RefCell::new(Checker::new(version.layout()));
     let resolved: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
     let mut ok = vec![false; a.span_count() as usize];
@@ -47,7 +52,11 @@ fn run(data: &[u8]) {
         let id = SpanId(i);
         let check_result: RefCell<Option<bool>> = RefCell::new(None);
         let mut check = |view: &SpanView<'_>| -> Result<(), String> {
-            assert_eq!(view.id(), id, "check called for another span (deps are loaded already)");
+            assert_eq!(
+                view.id(),
+                id,
+                "check called for another span (deps are loaded already)"
+            );
             let r = match &externs {
                 Some(x) => checker
                     .borrow_mut()
@@ -60,7 +69,11 @@ fn run(data: &[u8]) {
             r
         };
         let mut resolve = |x: ExternId, name: &[u8]| -> Result<u64, String> {
-            assert!(resolved.borrow_mut().insert(x.0), "extern {} resolved twice", x.0);
+            assert!(
+                resolved.borrow_mut().insert(x.0),
+                "extern {} resolved twice",
+                x.0
+            );
             assert_eq!(a.extern_name(x), Some(name));
             Ok(RESOLVED)
         };
@@ -73,12 +86,18 @@ fn run(data: &[u8]) {
             .iter()
             .all(|d| ok[d.0 as usize]);
         let expected = verified.is_ok() && *check_result.borrow() == Some(true) && deps_ok;
-        assert_eq!(r.is_ok(), expected, "load_span({i}) = {r:?}, expected ok = {expected}");
+        assert_eq!(
+            r.is_ok(),
+            expected,
+            "load_span({i}) = {r:?}, expected ok = {expected}"
+        );
         assert_eq!(la.is_loaded(id), r.is_ok());
         ok[i as usize] = r.is_ok();
         // Idempotent: Ok stays Ok without calling back; a failure is final.
-        let mut no_check = |_: &SpanView<'_>| -> Result<(), String> { panic!("check called again") };
-        let mut no_resolve = |_: ExternId, _: &[u8]| -> Result<u64, String> { panic!("resolve called again") };
+        let mut no_check =
+            |_: &SpanView<'_>| -> Result<(), String> { panic!("check called again") };
+        let mut no_resolve =
+            |_: ExternId, _: &[u8]| -> Result<u64, String> { panic!("resolve called again") };
         let again = la.load_span(id, &mut no_check, &mut no_resolve);
         assert_eq!(again.is_ok(), r.is_ok());
         if let (Ok(()), Ok(view)) = (&r, &verified) {
@@ -86,7 +105,8 @@ fn run(data: &[u8]) {
             while w < view.start() + view.len() {
                 // SAFETY: `w` is a word of a loaded span; the loaded arena holds the whole
                 // file at `base` and stays alive (and unmoved) for this whole block.
-                let got = unsafe { core::ptr::read_unaligned(la.base().add(w as usize).cast::<u64>()) };
+                let got =
+                    unsafe { core::ptr::read_unaligned(la.base().add(w as usize).cast::<u64>()) };
                 let orig = u64::from_le_bytes(data[w as usize..w as usize + 8].try_into().unwrap());
                 let want = match view.slot(w) {
                     pycds_arena::Slot::Internal(t) => base + t,
@@ -98,5 +118,7 @@ fn run(data: &[u8]) {
             }
         }
     }
-    assert!(la.load_span::<String>(SpanId(a.span_count()), &mut |_| Ok(()), &mut |_, _| Ok(1)).is_err());
+    assert!(la
+        .load_span::<String>(SpanId(a.span_count()), &mut |_| Ok(()), &mut |_, _| Ok(1))
+        .is_err());
 }

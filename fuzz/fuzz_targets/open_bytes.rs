@@ -18,7 +18,12 @@ fn run(data: &[u8]) {
         return;
     };
     pycds_fuzz::assert_tables_sound(&a, data.len());
-    let _ = (a.profile(), a.producer(), a.archive_meta(), a.format_version());
+    let _ = (
+        a.profile(),
+        a.producer(),
+        a.archive_meta(),
+        a.format_version(),
+    );
     let mut all_ok = true;
     for i in 0..a.span_count() {
         match a.verify_span(SpanId(i)) {
@@ -27,5 +32,9 @@ fn run(data: &[u8]) {
         }
     }
     assert!(a.verify_span(SpanId(a.span_count())).is_err());
-    assert_eq!(a.verify_all().is_ok(), all_ok, "verify_all disagrees with verify_span");
+    assert_eq!(
+        a.verify_all().is_ok(),
+        all_ok,
+        "verify_all disagrees with verify_span"
+    );
 }

@@ -20,8 +20,11 @@ fn run(data: &[u8]) {
     let Ok(externs) = ExternTable::from_archive(&a) else {
         return;
     };
-    let roots = pycds_fuzz::span_roots(&a).unwrap_or_else(|| vec![Vec::new(); a.span_count() as usize]);
-    let views: Vec<_> = (0..a.span_count()).filter_map(|i| a.verify_span(SpanId(i)).ok()).collect();
+    let roots =
+        pycds_fuzz::span_roots(&a).unwrap_or_else(|| vec![Vec::new(); a.span_count() as usize]);
+    let views: Vec<_> = (0..a.span_count())
+        .filter_map(|i| a.verify_span(SpanId(i)).ok())
+        .collect();
     for v in pycds_fuzz::VERSIONS {
         let mut checker = Checker::new(v.layout());
         for view in &views {

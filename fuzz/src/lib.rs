@@ -49,7 +49,9 @@ pub fn repair_crcs(data: &[u8]) -> Option<Vec<u8>> {
     let find = |k: u64| entries.iter().find(|x| x.1 == k).map(|x| (x.2, x.3));
     if let (Some((so, sl)), Some((bo, _)), Some((mo, _))) = (find(3), find(6), find(7)) {
         for i in 0..(sl / 56).min(b.len() as u64) {
-            let Some(e) = so.checked_add(56 * i) else { break };
+            let Some(e) = so.checked_add(56 * i) else {
+                break;
+            };
             let f = |o: u64, n: usize| rd(&b, e, o, n);
             let (Some(start), Some(len), Some(boff), Some(blen), Some(moff), Some(mlen)) =
                 (f(0, 8), f(8, 8), f(16, 8), f(24, 8), f(40, 4), f(44, 4))
@@ -58,7 +60,8 @@ pub fn repair_crcs(data: &[u8]) -> Option<Vec<u8>> {
             };
             let parts = (
                 range(&b, start, len),
-                bo.checked_add(boff).and_then(|x| range(&b, x, blen.checked_mul(2)?)),
+                bo.checked_add(boff)
+                    .and_then(|x| range(&b, x, blen.checked_mul(2)?)),
                 mo.checked_add(moff).and_then(|x| range(&b, x, mlen)),
             );
             if let (Some(h), Some(bm), Some(m)) = parts {
@@ -127,7 +130,10 @@ pub fn assert_tables_sound(a: &Archive<'_>, file_len: usize) {
     assert_eq!(heap.start, 128);
     assert!(heap.end <= file_len as u64);
     for i in 0..a.extern_count() {
-        assert!(a.extern_name(ExternId(i)).is_some(), "extern {i} has no name");
+        assert!(
+            a.extern_name(ExternId(i)).is_some(),
+            "extern {i} has no name"
+        );
     }
     assert!(a.extern_name(ExternId(a.extern_count())).is_none());
     let mut pos = heap.start;
@@ -139,7 +145,10 @@ pub fn assert_tables_sound(a: &Archive<'_>, file_len: usize) {
         let mut prev = None;
         for d in s.deps.iter() {
             assert!(d.0 < i, "dependency {} of span {i} not lower", d.0);
-            assert!(prev.is_none_or(|p: SpanId| p < d), "dependencies not increasing");
+            assert!(
+                prev.is_none_or(|p: SpanId| p < d),
+                "dependencies not increasing"
+            );
             prev = Some(d);
         }
     }
@@ -151,9 +160,15 @@ pub fn assert_tables_sound(a: &Archive<'_>, file_len: usize) {
         assert!(prev.is_none_or(|p| p < r.name), "roots not strictly sorted");
         prev = Some(r.name);
         let s = a.span(r.span).expect("root names a valid span");
-        assert!(s.start <= r.object && r.object < s.start + s.len, "root outside its span");
+        assert!(
+            s.start <= r.object && r.object < s.start + s.len,
+            "root outside its span"
+        );
         let found = a.find_root(r.name).expect("find_root finds every root");
-        assert_eq!((found.name, found.object, found.span), (r.name, r.object, r.span));
+        assert_eq!(
+            (found.name, found.object, found.span),
+            (r.name, r.object, r.span)
+        );
     }
     assert!(a.root(a.root_count()).is_none());
 }
@@ -174,14 +189,23 @@ pub fn assert_span_sound(a: &Archive<'_>, view: &SpanView<'_>) {
     let mut n_int = 0usize;
     for (slot, target) in view.internal_slots() {
         n_int += 1;
-        assert!(slot % 8 == 0 && (start..end).contains(&slot), "internal slot {slot:#x} outside span");
-        assert!(allowed(target), "internal target {target:#x} outside span and deps");
+        assert!(
+            slot % 8 == 0 && (start..end).contains(&slot),
+            "internal slot {slot:#x} outside span"
+        );
+        assert!(
+            allowed(target),
+            "internal target {target:#x} outside span and deps"
+        );
         assert!(matches!(view.slot(slot), Slot::Internal(t) if t == target));
     }
     let mut n_ext = 0usize;
     for (slot, id) in view.external_slots() {
         n_ext += 1;
-        assert!(slot % 8 == 0 && (start..end).contains(&slot), "external slot {slot:#x} outside span");
+        assert!(
+            slot % 8 == 0 && (start..end).contains(&slot),
+            "external slot {slot:#x} outside span"
+        );
         assert!(id.0 < a.extern_count(), "extern id {} out of range", id.0);
         assert!(matches!(view.slot(slot), Slot::External(x) if x == id));
     }
@@ -196,7 +220,11 @@ pub fn assert_span_sound(a: &Archive<'_>, view: &SpanView<'_>) {
         }
         w += 8;
     }
-    assert_eq!(seen, (n_int, n_ext), "slot() disagrees with the slot iterators");
+    assert_eq!(
+        seen,
+        (n_int, n_ext),
+        "slot() disagrees with the slot iterators"
+    );
 }
 
 /// The loader writes through a plan with raw pointers (`pycds-pyhook` `apply`): every
@@ -206,10 +234,19 @@ pub fn assert_plan_sound(view: &SpanView<'_>, plan: &SpanPlan, layout: &Layout) 
     let (start, end) = (view.start(), view.start() + view.len());
     let inside = |o: u64, n: u64| o >= start && o.checked_add(n).is_some_and(|e| e <= end);
     for (s, refs) in &plan.interns {
-        assert!(inside(*s, layout.str_.ascii_size as u64), "interned str {s:#x} outside span");
-        let refs = plan.intern_refs.get(refs.clone()).expect("intern ref range in bounds");
+        assert!(
+            inside(*s, layout.str_.ascii_size as u64),
+            "interned str {s:#x} outside span"
+        );
+        let refs = plan
+            .intern_refs
+            .get(refs.clone())
+            .expect("intern ref range in bounds");
         for &slot in refs {
-            assert!(slot % 8 == 0 && inside(slot, 8), "intern ref {slot:#x} outside span");
+            assert!(
+                slot % 8 == 0 && inside(slot, 8),
+                "intern ref {slot:#x} outside span"
+            );
             assert!(
                 matches!(view.slot(slot), Slot::Internal(t) if t == *s),
                 "intern ref {slot:#x} does not refer to {s:#x}"
@@ -218,11 +255,20 @@ pub fn assert_plan_sound(view: &SpanView<'_>, plan: &SpanPlan, layout: &Layout) 
     }
     for (members, refs) in &plan.frozen {
         if let Some(m) = members {
-            assert!(inside(*m, layout.tuple_items as u64), "frozenset members outside span");
+            assert!(
+                inside(*m, layout.tuple_items as u64),
+                "frozenset members outside span"
+            );
         }
-        let refs = plan.frozen_refs.get(refs.clone()).expect("frozen ref range in bounds");
+        let refs = plan
+            .frozen_refs
+            .get(refs.clone())
+            .expect("frozen ref range in bounds");
         for &slot in refs {
-            assert!(slot % 8 == 0 && inside(slot, 8), "frozenset slot {slot:#x} outside span");
+            assert!(
+                slot % 8 == 0 && inside(slot, 8),
+                "frozenset slot {slot:#x} outside span"
+            );
             match (view.slot(slot), members) {
                 (Slot::Internal(t), Some(m)) => assert_eq!(t, *m),
                 (Slot::External(_), None) => {}
@@ -231,7 +277,10 @@ pub fn assert_plan_sound(view: &SpanView<'_>, plan: &SpanPlan, layout: &Layout) 
         }
     }
     for &c in &plan.codes {
-        assert!(c % 8 == 0 && inside(c, layout.code.adaptive as u64), "code {c:#x} outside span");
+        assert!(
+            c % 8 == 0 && inside(c, layout.code.adaptive as u64),
+            "code {c:#x} outside span"
+        );
     }
     assert!(plan.objects as u64 <= view.len() / 8);
 }

@@ -424,7 +424,7 @@ def cases():
     case("extern id = extern count", "ARENA-SPAN-005")(heap_word(1, 1, 2))
     case("extern id huge", "ARENA-SPAN-005")(heap_word(0, 1, 1 << 63))
     case("extern slot with no externs", "ARENA-SPAN-005")(lambda: build(spans=[Span([0], external={0})]))
-    return C + ordering_cases()
+    return C + ordering_cases() + empty_range_cases()
 
 
 def ordering_cases():
@@ -522,6 +522,37 @@ def ordering_cases():
     case("duplicate extern names", None, build(externs=[b"x", b"x"]))
     case("empty root name", None, build(spans=[Span([0])], roots=[(b"", 0, 0, b"")]))
     case("unknown section kind 0xffffffff", None, build(extra_sections=[(0xFFFFFFFF, b"z")]))
+    return C
+
+
+def empty_range_cases():
+    """Zero-length ranges: `[off, off)` is inside `[0, end)` iff off <= end (format.md 2)."""
+    C = []
+
+    def mk():
+        return build(spans=[Span([0]), Span([])], externs=[b"", b"e"], roots=[(b"r", 0, 0, b"")])
+
+    def case(name, want, entry, fmt, rel, value, spans=True):
+        def f():
+            b = mk()
+            put(b, fmt, entry(b) + rel, value(b))
+            return fix(b, spans=spans)
+
+        C.append((name, want, f))
+
+    span1 = lambda b: span_entry(b, 1)  # noqa: E731 -- the zero-length span
+    ext0 = lambda b: extern_entry(b, 0)  # noqa: E731 -- the empty extern name
+    case("empty bitmaps at the end of BITMAPS", None, span1, "<Q", 16, lambda b: section(b, 6)[2])
+    case("empty bitmaps past the end of BITMAPS", "ARENA-TAB-005", span1, "<Q", 16, lambda b: section(b, 6)[2] + 8)
+    case("empty bitmaps at a huge offset", "ARENA-TAB-005", span1, "<Q", 16, lambda b: 1 << 62)
+    case("empty meta at the end of META", None, span1, "<I", 40, lambda b: section(b, 7)[2])
+    case("empty meta past the end of META", "ARENA-TAB-006", span1, "<I", 40, lambda b: section(b, 7)[2] + 1)
+    case("empty meta at offset 0xffffffff", "ARENA-TAB-006", span1, "<I", 40, lambda b: 0xFFFFFFFF)
+    case("empty deps at the end of DEPS", None, span1, "<I", 32, lambda b: section(b, 4)[2] // 4)
+    case("empty deps past the end of DEPS", "ARENA-TAB-003", span1, "<I", 32, lambda b: section(b, 4)[2] // 4 + 1)
+    case("empty extern name at the end of STRINGS", None, ext0, "<I", 0, lambda b: section(b, 1)[2], spans=False)
+    case("empty extern name past the end of STRINGS", "ARENA-TAB-001", ext0, "<I", 0, lambda b: section(b, 1)[2] + 1, spans=False)
+    case("empty extern name at offset 0xffffffff", "ARENA-TAB-001", ext0, "<I", 0, lambda b: 0xFFFFFFFF, spans=False)
     return C
 
 

@@ -28,8 +28,9 @@ const CO_FAST_FREE: u8 = 0x80;
 const CO_VARARGS: i32 = 0x4;
 const CO_VARKEYWORDS: i32 = 0x8;
 
-const INTERN_FLAG: u8 = 0x80;
 const ROLE_TUPLE_ITEM: u8 = 1;
+/// Flag in `Checker::types`: this tuple was already verified to hold only str.
+const NAMES_CHECKED: u8 = 0x40;
 
 /// What the loader must do to a span after relocation.
 #[derive(Debug, Default, Clone)]
@@ -97,13 +98,21 @@ struct PendingCode {
 #[derive(Debug)]
 pub struct Checker {
     layout: &'static Layout,
-    /// per 8-byte word of the span: type tag of the object starting there (| INTERN_FLAG)
+    /// per 8-byte word of the span: type tag of the object starting there
     types: Vec<u8>,
     /// per 8-byte word of the span: role of the slot there
     roles: Vec<u8>,
-    /// (slot, target, expectation) for internal references
+    /// (slot, target, expectation) for forward internal references (checked after the walk)
     pending: Vec<(u64, u64, Expect)>,
     codes: Vec<PendingCode>,
+    /// per 8-byte word: index of the interned string starting there, or `u32::MAX`
+    intern_idx: Vec<u32>,
+    /// references per interned string
+    counts: Vec<u32>,
+    /// (interned string index, slot)
+    redirect: Vec<(u32, u64)>,
+    /// start of the object being walked (references below it are checked at once)
+    cur: u64,
 }
 
 impl core::fmt::Debug for PendingCode {
@@ -180,6 +189,10 @@ impl Checker {
             roles: Vec::new(),
             pending: Vec::new(),
             codes: Vec::new(),
+            intern_idx: Vec::new(),
+            counts: Vec::new(),
+            redirect: Vec::new(),
+            cur: 0,
         }
     }
 
@@ -210,7 +223,29 @@ impl Checker {
         let mut plan = SpanPlan::default();
         let l = self.layout;
 
-        // 1. Walk the objects in order.
+        // 1. The strings to intern (from the span metadata), so that references to them
+        //    can be collected during the walk.
+        let meta = SpanMeta::parse(view.meta())?;
+        self.intern_idx.clear();
+        self.intern_idx.resize(words, u32::MAX);
+        self.counts.clear();
+        self.redirect.clear();
+        let mut last = None;
+        for rel in meta.interns() {
+            let rel = u64::from(rel);
+            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= len {
+                return Err(PyFormatError::BadSpanMeta {
+                    what: "intern list not sorted or out of span",
+                });
+            }
+            last = Some(rel);
+            self.intern_idx[(rel / 8) as usize] = self.counts.len() as u32;
+            self.counts.push(0);
+            plan.interns.push((start + rel, 0..0));
+        }
+
+        // 2. Walk the objects in order. The writer emits children before parents, so
+        //    nearly every reference points backwards and is checked on the spot.
         let mut p = 0u64;
         while p < len {
             let abs = start + p;
@@ -222,6 +257,7 @@ impl Checker {
             } else {
                 (abs, false)
             };
+            self.cur = abs;
             cx.plain(obj, l.refcnt, "bad reference count")?;
             let tag = match view.slot(obj + l.ob_type as u64) {
                 Slot::External(id) => match externs.kind(id) {
@@ -262,96 +298,35 @@ impl Checker {
         if total_slots != cx.slots_seen {
             return Err(bad(start, "slot outside any pointer field"));
         }
-
-        // 2. The span metadata: strings to intern, frozenset slots.
-        let meta = SpanMeta::parse(view.meta())?;
-        let mut last = None;
-        for rel in meta.interns() {
-            let rel = u64::from(rel);
-            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= len {
-                return Err(PyFormatError::BadSpanMeta {
-                    what: "intern list not sorted or out of span",
-                });
-            }
-            last = Some(rel);
-            let t = &mut self.types[(rel / 8) as usize];
-            if *t != TypeTag::Str as u8 {
+        for (s, _) in &plan.interns {
+            if self.types[((s - start) / 8) as usize] != TypeTag::Str as u8 {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "intern list names a non-str",
                 });
             }
-            *t |= INTERN_FLAG;
         }
 
-        // 3. Every internal reference: target is an object start of the right type.
-        let mut redirect: Vec<(u64, u64)> = Vec::new();
-        for &(slot, target, expect) in &self.pending {
-            let rel = target - start;
-            let t = if rel % 8 == 0 {
-                self.types.get((rel / 8) as usize).copied().unwrap_or(0)
-            } else {
-                0
-            };
-            let tag = TypeTag::from_u8(t & !INTERN_FLAG).ok_or(PyFormatError::BadReference {
-                offset: slot,
-                expected: "the start of an object",
-            })?;
-            if !expect.accepts(tag) {
-                return Err(PyFormatError::BadReference {
-                    offset: slot,
-                    expected: expect.describe(),
-                });
-            }
-            if expect == Expect::TupleOfStr {
-                let n = cx.u64(target + l.ob_size as u64)?;
-                for i in 0..n {
-                    let item = target + l.tuple_items as u64 + 8 * i;
-                    let ok = match view.slot(item) {
-                        Slot::Internal(x) => {
-                            let r = x - start;
-                            r % 8 == 0
-                                && self.types.get((r / 8) as usize).map(|t| t & !INTERN_FLAG)
-                                    == Some(TypeTag::Str as u8)
-                        }
-                        Slot::External(id) => {
-                            externs.kind(id).and_then(ExternKind::value_type) == Some(TypeTag::Str)
-                        }
-                        Slot::None => false,
-                    };
-                    if !ok {
-                        return Err(PyFormatError::BadReference {
-                            offset: item,
-                            expected: "a str (name tuple item)",
-                        });
-                    }
-                }
-            }
-            if t & INTERN_FLAG != 0 {
-                redirect.push((target, slot));
-            }
+        // 3. Forward references, now that every object start is known.
+        let pending = core::mem::take(&mut self.pending);
+        for &(slot, target, expect) in &pending {
+            self.check_ref(&cx, slot, target, expect)?;
         }
-        redirect.sort_unstable();
-        let mut i = 0;
-        while i < redirect.len() {
-            let s = redirect[i].0;
-            let from = plan.intern_refs.len();
-            while i < redirect.len() && redirect[i].0 == s {
-                plan.intern_refs.push(redirect[i].1);
-                i += 1;
-            }
-            plan.interns.push((s, from..plan.intern_refs.len()));
+        self.pending = pending;
+
+        // Group the references to interned strings per string (counting sort).
+        let mut at = 0u32;
+        let mut starts = Vec::with_capacity(self.counts.len());
+        for (i, c) in self.counts.iter().enumerate() {
+            starts.push(at);
+            plan.interns[i].1 = at as usize..(at + c) as usize;
+            at += c;
         }
-        // Interned strings nobody refers to (roots) are interned too.
-        let mut lonely = Vec::new();
-        for rel in meta.interns() {
-            let abs = start + u64::from(rel);
-            if plan.interns.binary_search_by_key(&abs, |x| x.0).is_err() {
-                lonely.push(abs);
-            }
+        plan.intern_refs = vec![0; at as usize];
+        for &(i, slot) in &self.redirect {
+            let k = &mut starts[i as usize];
+            plan.intern_refs[*k as usize] = slot;
+            *k += 1;
         }
-        let n = plan.intern_refs.len();
-        plan.interns.extend(lonely.into_iter().map(|s| (s, n..n)));
-        plan.interns.sort_unstable_by_key(|x| x.0);
 
         // 4. Frozenset slots: tuple items that hold a (members) tuple.
         let mut frozen: Vec<(Option<u64>, u64)> = Vec::new();
@@ -372,7 +347,8 @@ impl Checker {
             let slot = start + rel;
             let members = match view.slot(slot) {
                 Slot::Internal(t)
-                    if self.types[((t - start) / 8) as usize] == TypeTag::Tuple as u8 =>
+                    if self.types[((t - start) / 8) as usize] & !NAMES_CHECKED
+                        == TypeTag::Tuple as u8 =>
                 {
                     Some(t)
                 }
@@ -462,11 +438,76 @@ impl Checker {
             if t == 0 {
                 return Err(bad(root, "root is not an object"));
             }
-            if holder && (t != TypeTag::Tuple as u8 || cx.u64(root + l.ob_size as u64)? != 1) {
+            if holder
+                && (t & !NAMES_CHECKED != TypeTag::Tuple as u8
+                    || cx.u64(root + l.ob_size as u64)? != 1)
+            {
                 return Err(bad(root, "root holder is not a 1-tuple"));
             }
         }
         Ok(plan)
+    }
+
+    /// Check one internal reference whose target's object start (if any) is known, and
+    /// note it if it refers to a string to intern.
+    fn check_ref(
+        &mut self,
+        cx: &Ctx<'_, '_>,
+        slot: u64,
+        target: u64,
+        expect: Expect,
+    ) -> Result<(), PyFormatError> {
+        let start = cx.start;
+        let l = self.layout;
+        let rel = target - start;
+        let w = (rel / 8) as usize;
+        let t = if rel % 8 == 0 {
+            self.types.get(w).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let tag = TypeTag::from_u8(t & !NAMES_CHECKED).ok_or(PyFormatError::BadReference {
+            offset: slot,
+            expected: "the start of an object",
+        })?;
+        if !expect.accepts(tag) {
+            return Err(PyFormatError::BadReference {
+                offset: slot,
+                expected: expect.describe(),
+            });
+        }
+        if expect == Expect::TupleOfStr && t & NAMES_CHECKED == 0 {
+            // Each name tuple is checked once, however many code objects share it.
+            self.types[w] |= NAMES_CHECKED;
+            let n = cx.u64(target + l.ob_size as u64)?;
+            for i in 0..n {
+                let item = target + l.tuple_items as u64 + 8 * i;
+                let ok = match cx.view.slot(item) {
+                    Slot::Internal(x) => {
+                        let r = x - start;
+                        r % 8 == 0
+                            && self.types.get((r / 8) as usize) == Some(&(TypeTag::Str as u8))
+                    }
+                    Slot::External(id) => {
+                        cx.externs.kind(id).and_then(ExternKind::value_type) == Some(TypeTag::Str)
+                    }
+                    Slot::None => false,
+                };
+                if !ok {
+                    return Err(PyFormatError::BadReference {
+                        offset: item,
+                        expected: "a str (name tuple item)",
+                    });
+                }
+            }
+        }
+        if let Some(&i) = self.intern_idx.get(w) {
+            if i != u32::MAX {
+                self.redirect.push((i, slot));
+                self.counts[i as usize] += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Record a pointer field; `role` marks tuple items (the only place a frozenset may go).
@@ -486,7 +527,11 @@ impl Checker {
                         expected: "an object of the same span",
                     });
                 }
-                self.pending.push((slot, t, expect));
+                if t < self.cur {
+                    self.check_ref(cx, slot, t, expect)?;
+                } else {
+                    self.pending.push((slot, t, expect));
+                }
             }
             Slot::External(id) => {
                 let k = cx
@@ -715,24 +760,22 @@ fn check_str(cx: &mut Ctx<'_, '_>, l: &Layout, obj: u64) -> Result<u64, PyFormat
             }
         }
     }
-    let max = match kind {
-        1 => body.iter().copied().max().map(u32::from).unwrap_or(0),
-        2 => body
-            .chunks_exact(2)
-            .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
-            .max()
-            .unwrap_or(0),
-        _ => body
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .max()
-            .unwrap_or(0),
-    };
+    // The kind must be the narrowest that holds the widest character (CPython's
+    // invariant: equal strings have equal kinds).
     let ok = match (kind, ascii) {
-        (1, true) => max < 0x80,
-        (1, false) => (0x80..0x100).contains(&max),
-        (2, _) => (0x100..0x10000).contains(&max),
-        _ => (0x10000..=0x10FFFF).contains(&max),
+        (1, true) => body.is_ascii(),
+        (1, false) => !body.is_ascii(),
+        (2, _) => body.chunks_exact(2).any(|c| c[1] != 0),
+        _ => {
+            let mut wide = false;
+            let mut valid = true;
+            for c in body.chunks_exact(4) {
+                let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                wide |= v >= 0x10000;
+                valid &= v <= 0x10FFFF;
+            }
+            wide && valid
+        }
     };
     if !ok {
         return Err(bad(obj, "str kind does not match its widest character"));

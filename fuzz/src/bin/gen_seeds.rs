@@ -66,7 +66,10 @@ fn archive(v: PyVersion) -> Result<Vec<u8>, PyFormatError> {
     let name = w.str_obj(s(1, true, b"spam", 4), true)?;
     let latin = w.str_obj(s(1, false, b"caf\xe9", 4), false)?;
     let ucs2 = w.str_obj(s(2, false, &[0x65, 0x65, 0xe5, 0x65], 2), false)?;
-    let ucs4 = w.str_obj(s(4, false, &[0x00, 0xf6, 0x01, 0x00, 0x61, 0, 0, 0], 2), true)?;
+    let ucs4 = w.str_obj(
+        s(4, false, &[0x00, 0xf6, 0x01, 0x00, 0x61, 0, 0, 0], 2),
+        true,
+    )?;
     let big = w.int_obj(true, &[1, 2, 3])?;
     let small = w.int_obj(false, &[7])?;
     let f = w.float_obj(1.5);
@@ -145,7 +148,9 @@ fn main() -> ExitCode {
             Ok((bytes.len(), objects))
         });
         match written {
-            Ok((n, objects)) => println!("{} ({n} bytes, {objects} objects, checked)", path.display()),
+            Ok((n, objects)) => {
+                println!("{} ({n} bytes, {objects} objects, checked)", path.display())
+            }
             Err(e) => {
                 eprintln!("gen-seeds: {}: {e}", path.display());
                 return ExitCode::FAILURE;
