@@ -4,7 +4,6 @@ See the README for the TRACE / DUMP / SHARE workflow and ``python -m pycds --hel
 """
 
 from ._pycds import (
-    Archive,
     CorruptArchiveError,
     FORMAT_VERSION,
     IncompatibleArchiveError,
@@ -14,10 +13,10 @@ from ._pycds import (
     __version__,
     check_interpreter,
     inspect,
-    load,
     save,
     verify,
 )
+from ._archive import Archive, load
 from ._hook import auto, dump, share, stats, trace
 
 __all__ = (
@@ -40,8 +39,3 @@ __all__ = (
     "trace",
     "verify",
 )
-
-import _collections_abc as _abc
-
-_abc.Mapping.register(Archive)
-del _abc

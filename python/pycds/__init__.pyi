@@ -5,9 +5,9 @@ and stays free of the ``typing`` import)."""
 from collections.abc import Callable
 from typing import TypedDict
 
+from ._archive import Archive as Archive, load as load
 from ._pycds import (
     FORMAT_VERSION as FORMAT_VERSION,
-    Archive as Archive,
     CorruptArchiveError as CorruptArchiveError,
     IncompatibleArchiveError as IncompatibleArchiveError,
     PycdsError as PycdsError,
@@ -18,7 +18,6 @@ from ._pycds import (
     _StrPath,
     check_interpreter as check_interpreter,
     inspect as inspect,
-    load as load,
     save as save,
     verify as verify,
 )

@@ -57,7 +57,9 @@ pub fn write_archive<'py>(
         written += 1;
     }
     let heap = w.heap_len();
-    let size = w.write_atomic(&path).map_err(HookError::from)?;
+    let size = w
+        .write_atomic(&path)
+        .map_err(|e| HookError::from(e).at(&path))?;
     let d = PyDict::new(py);
     d.set_item("roots", written)?;
     d.set_item("bytes", size)?;
@@ -96,7 +98,7 @@ impl Archive {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         Ok(Archive {
-            inner: LoadedArchive::open(py, &path)?,
+            inner: LoadedArchive::open(py, &path).map_err(|e| e.at(&path))?,
         })
     }
 
@@ -182,8 +184,8 @@ pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Archive> {
 /// interpreter version); raises `CorruptArchiveError`/`IncompatibleArchiveError`.
 #[pyfunction]
 pub fn verify<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let bytes = read_regular(&path)?;
-    let r = verify_bytes(&bytes)?;
+    let bytes = read_regular(&path).map_err(|e| e.at(&path))?;
+    let r = verify_bytes(&bytes).map_err(|e| e.at(&path))?;
     let d = PyDict::new(py);
     d.set_item("python", r.version.to_string())?;
     d.set_item("roots", r.roots)?;
@@ -209,8 +211,8 @@ fn read_regular(path: &std::path::Path) -> HookResult<Vec<u8>> {
 /// an archive of another interpreter; raises `CorruptArchiveError` for damaged files.
 #[pyfunction]
 pub fn inspect<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let bytes = read_regular(&path)?;
-    let a = pycds_arena::Archive::from_bytes(&bytes).map_err(HookError::from)?;
+    let bytes = read_regular(&path).map_err(|e| e.at(&path))?;
+    let a = pycds_arena::Archive::from_bytes(&bytes).map_err(|e| HookError::from(e).at(&path))?;
     let d = PyDict::new(py);
     let (maj, min) = a.format_version();
     d.set_item("format_version", format!("{maj}.{min}"))?;

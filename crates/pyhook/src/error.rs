@@ -62,6 +62,14 @@ pub enum HookError {
     /// A Python exception.
     #[error("{0}")]
     Python(#[from] PyErr),
+    /// Another error, about the file at `path`.
+    #[error("{path}: {source}")]
+    At {
+        /// the archive file
+        path: String,
+        /// what went wrong
+        source: Box<HookError>,
+    },
 }
 
 /// Result alias.
@@ -71,6 +79,7 @@ impl HookError {
     /// Whether the archive is intact but for another build / format version.
     pub fn is_incompatible(&self) -> bool {
         match self {
+            HookError::At { source, .. } => source.is_incompatible(),
             HookError::Arena(e) => e.is_incompatible(),
             HookError::Format(e) => e.is_incompatible(),
             _ => false,
@@ -78,17 +87,42 @@ impl HookError {
     }
 }
 
+impl HookError {
+    /// The same error, saying which file it is about.
+    pub fn at(self, path: &std::path::Path) -> HookError {
+        HookError::At {
+            path: path.display().to_string(),
+            source: Box::new(self),
+        }
+    }
+
+    fn innermost(&self) -> &HookError {
+        match self {
+            HookError::At { source, .. } => source.innermost(),
+            e => e,
+        }
+    }
+}
+
 impl From<HookError> for PyErr {
     fn from(e: HookError) -> PyErr {
-        match e {
-            HookError::Python(e) => e,
-            HookError::Unsupported { .. } => UnsupportedObjectError::new_err(e.to_string()),
-            HookError::Interpreter(_) => UnsupportedInterpreterError::new_err(e.to_string()),
-            HookError::Arena(ref a) if matches!(a.kind(), pycds_arena::ErrorKind::Io(_)) => {
-                PycdsError::new_err(e.to_string())
+        let msg = e.to_string();
+        match e.innermost() {
+            HookError::Unsupported { .. } => UnsupportedObjectError::new_err(msg),
+            HookError::Interpreter(_) => UnsupportedInterpreterError::new_err(msg),
+            HookError::Arena(a)
+                if matches!(
+                    a.kind(),
+                    pycds_arena::ErrorKind::Io(_) | pycds_arena::ErrorKind::NotRegularFile
+                ) =>
+            {
+                PycdsError::new_err(msg)
             }
-            _ if e.is_incompatible() => IncompatibleArchiveError::new_err(e.to_string()),
-            _ => CorruptArchiveError::new_err(e.to_string()),
+            _ if e.is_incompatible() => IncompatibleArchiveError::new_err(msg),
+            _ => match e {
+                HookError::Python(p) => p,
+                _ => CorruptArchiveError::new_err(msg),
+            },
         }
     }
 }

@@ -289,3 +289,12 @@ pub(crate) fn singleton_kind(o: *mut ffi::PyObject) -> Option<ExternKind> {
         _ => None,
     }
 }
+
+/// `(tp_basicsize, tp_itemsize)` of the exported type object for a tag.
+pub(crate) fn type_sizes(t: TypeTag) -> (isize, isize) {
+    let ty = type_object(t);
+    // SAFETY: `ty` is the address of an exported, statically allocated type object that
+    // lives for the whole process; reading two of its fields under the GIL (callers hold
+    // it) races with nothing: CPython never changes them after initialisation.
+    unsafe { ((*ty).tp_basicsize, (*ty).tp_itemsize) }
+}

@@ -11,9 +11,8 @@
 
 use std::sync::OnceLock;
 
-use pycds_pyformat::{Fingerprint, Layout, PyVersion};
+use pycds_pyformat::{Fingerprint, Layout, PyVersion, TypeTag};
 use pyo3::prelude::*;
-use pyo3::types::PyType;
 
 use crate::error::{HookError, HookResult};
 use crate::ffi;
@@ -109,28 +108,24 @@ fn detect(py: Python<'_>) -> HookResult<Runtime> {
         }
     }
     // 3. Run-time type sizes.
-    let builtins = py.import("builtins")?;
-    let types = py.import("types")?;
-    let l = layout;
     // sizeof(PyUnicodeObject): the compact header plus the legacy data pointer.
+    let l = layout;
     let str_basic = l.str_.compact_size + 8;
-    let checks: [(Bound<'_, PyAny>, usize, usize); 7] = [
-        (types.getattr("CodeType")?, l.code.adaptive, 2),
-        (builtins.getattr("tuple")?, l.tuple_items, 8),
-        (builtins.getattr("bytes")?, l.bytes_data + 1, 1),
-        (builtins.getattr("str")?, str_basic, 0),
-        (builtins.getattr("int")?, l.long_digits, 4),
-        (builtins.getattr("float")?, l.float_size, 0),
-        (builtins.getattr("complex")?, l.complex_size, 0),
+    let checks = [
+        (TypeTag::Code, l.code.adaptive, 2),
+        (TypeTag::Tuple, l.tuple_items, 8),
+        (TypeTag::Bytes, l.bytes_data + 1, 1),
+        (TypeTag::Str, str_basic, 0),
+        (TypeTag::Int, l.long_digits, 4),
+        (TypeTag::Float, l.float_size, 0),
+        (TypeTag::Complex, l.complex_size, 0),
     ];
     for (t, basic, item) in checks {
-        let t = t.cast_into::<PyType>().map_err(PyErr::from)?;
-        let b: usize = t.getattr("__basicsize__")?.extract()?;
-        let i: usize = t.getattr("__itemsize__")?.extract()?;
-        if (b, i) != (basic, item) {
+        let (b, i) = ffi::type_sizes(t);
+        if (b, i) != (basic as isize, item as isize) {
             diffs.push(format!(
                 "{}: size {b}/{i}, pycds expects {basic}/{item}",
-                t.name()?
+                t.name()
             ));
         }
     }
