@@ -542,7 +542,10 @@ impl Checker {
                     (_, ExternKind::Type(_)) => false,
                     (Expect::Any, _) => true,
                     (Expect::Tuple | Expect::TupleOfStr, ExternKind::EmptyTuple) => true,
-                    (Expect::Str, ExternKind::EmptyStr | ExternKind::Char(_)) => true,
+                    (
+                        Expect::Str,
+                        ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_),
+                    ) => true,
                     (Expect::Bytes, ExternKind::EmptyBytes | ExternKind::Byte(_)) => true,
                     _ => false,
                 };

@@ -82,6 +82,9 @@ pub enum ExternKind {
     SmallInt(i16),
     /// A one-character latin-1 string (static singleton).
     Char(u8),
+    /// A one-character latin-1 string that CPython had interned: the runtime's
+    /// singleton passed through interning (which may yield another canonical object).
+    InternedChar(u8),
     /// A one-byte bytes object (static singleton).
     Byte(u8),
 }
@@ -105,6 +108,7 @@ impl ExternKind {
             ExternKind::EmptyBytes => "bytes:".into(),
             ExternKind::SmallInt(i) => format!("int:{i}"),
             ExternKind::Char(c) => format!("char:{c:02x}"),
+            ExternKind::InternedChar(c) => format!("ichar:{c:02x}"),
             ExternKind::Byte(b) => format!("byte:{b:02x}"),
         }
     }
@@ -131,6 +135,8 @@ impl ExternKind {
                     ExternKind::SmallInt(v)
                 } else if let Some(h) = s.strip_prefix("char:") {
                     ExternKind::Char(parse_hex2(h)?)
+                } else if let Some(h) = s.strip_prefix("ichar:") {
+                    ExternKind::InternedChar(parse_hex2(h)?)
                 } else if let Some(h) = s.strip_prefix("byte:") {
                     ExternKind::Byte(parse_hex2(h)?)
                 } else {
@@ -147,7 +153,9 @@ impl ExternKind {
     pub fn value_type(self) -> Option<TypeTag> {
         match self {
             ExternKind::EmptyTuple => Some(TypeTag::Tuple),
-            ExternKind::EmptyStr | ExternKind::Char(_) => Some(TypeTag::Str),
+            ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_) => {
+                Some(TypeTag::Str)
+            }
             ExternKind::EmptyBytes | ExternKind::Byte(_) => Some(TypeTag::Bytes),
             ExternKind::SmallInt(_) => Some(TypeTag::Int),
             _ => None,
@@ -216,6 +224,7 @@ mod tests {
         all.extend(TypeTag::ALL.map(ExternKind::Type));
         all.extend((-5..=256).map(ExternKind::SmallInt));
         all.extend((0..=255).map(ExternKind::Char));
+        all.extend((0..=255).map(ExternKind::InternedChar));
         all.extend((0..=255).map(ExternKind::Byte));
         for k in all {
             assert_eq!(ExternKind::parse(k.name().as_bytes()), Some(k), "{k:?}");

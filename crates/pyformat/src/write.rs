@@ -183,7 +183,12 @@ impl PyArchiveWriter {
             return Ok(self.external(ExternKind::EmptyStr));
         }
         if s.length == 1 && k == 1 {
-            return Ok(self.external(ExternKind::Char(s.data[0])));
+            let c = s.data[0];
+            return Ok(self.external(if intern {
+                ExternKind::InternedChar(c)
+            } else {
+                ExternKind::Char(c)
+            }));
         }
         let key = (s.kind, intern, s.data.to_vec());
         if let Some(&off) = self.open().strings.get(&key) {

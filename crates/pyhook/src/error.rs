@@ -110,7 +110,7 @@ impl From<HookError> for PyErr {
         match e.innermost() {
             HookError::Unsupported { .. } => UnsupportedObjectError::new_err(msg),
             HookError::Interpreter(_) => UnsupportedInterpreterError::new_err(msg),
-            HookError::Arena(a)
+            HookError::Arena(a) | HookError::Format(PyFormatError::Arena(a))
                 if matches!(
                     a.kind(),
                     pycds_arena::ErrorKind::Io(_) | pycds_arena::ErrorKind::NotRegularFile

@@ -122,6 +122,16 @@ pub(crate) unsafe fn resolve_extern(kind: ExternKind) -> *mut ffi::PyObject {
             ExternKind::EmptyBytes => ffi::PyBytes_FromStringAndSize(std::ptr::null(), 0),
             ExternKind::SmallInt(v) => ffi::PyLong_FromLong(v.into()),
             ExternKind::Char(c) => ffi::PyUnicode_FromOrdinal(c_int::from(c)),
+            ExternKind::InternedChar(c) => {
+                // What a normal import gives for an interned one-character string: the
+                // runtime's singleton passed through interning (the canonical string,
+                // which can be another object if one was interned first).
+                let mut p = ffi::PyUnicode_FromOrdinal(c_int::from(c));
+                if !p.is_null() {
+                    ffi::PyUnicode_InternInPlace(&raw mut p);
+                }
+                p
+            }
             ExternKind::Byte(b) => {
                 let c = b as c_char;
                 ffi::PyBytes_FromStringAndSize(&raw const c, 1)

@@ -164,11 +164,12 @@ impl LoadedArchive {
         match st.load(Ordering::Acquire) {
             READY => return Ok(()),
             FAILED => {
-                return Err(HookError::Interpreter(format!(
-                    "span {} of {} failed to load earlier",
-                    id.0,
-                    self.path.display()
-                )))
+                // The first failure was reported with its cause; later accesses say the
+                // span is unusable (a corrupt-archive error, like the first one).
+                return Err(HookError::Arena(pycds_arena::ArenaError::new(
+                    pycds_arena::ErrorKind::SpanFailed { span: id.0 },
+                    None,
+                )));
             }
             LOADING => {
                 return Err(HookError::Interpreter(
