@@ -3,14 +3,16 @@
 
 Written only from ``spec/format.md`` (no knowledge of the Rust reference
 implementation), using nothing but the Python standard library. It parses an
-archive, runs the ordered validation algorithm of ``format.md`` section 7
-(every check, including every per-span check) and lists what the archive holds.
+archive, runs the ordered validation algorithm of ``format.md`` section 7 as a
+*full check* (every check: the open-time steps 1-29, the per-span steps 30-34 for
+every span, then step 35, the BITMAPS section CRC) and lists what the archive holds.
 
 Usage::
 
     python3 arena_reader.py FILE            # validate, then list header, externs, spans, roots
     python3 arena_reader.py --roots FILE    # validate, then print root names only, one a line
     python3 arena_reader.py -q FILE         # validate only
+    python3 arena_reader.py --no-spans FILE # open-time checks only (steps 1-29), as a loader
 
 Exit status: 0 when the file passes every check; 1 when a check fails (the requirement id,
 e.g. ``ARENA-SPAN-001``, and a message are printed on stderr); 2 on usage or I/O errors.
@@ -207,9 +209,11 @@ class Root:
 
 
 class Arena:
-    """An arena file that passed the table-level checks (steps 1-28).
+    """An arena file that passed the open-time checks (steps 1-29; they never read the BITMAPS
+    section's bytes, see step 18).
 
-    Per-span checks (steps 29-33) are run by :meth:`verify_span` / :meth:`verify_all_spans`.
+    Per-span checks (steps 30-34) are run by :meth:`verify_span` / :meth:`verify_all_spans`;
+    :meth:`verify_all` is the full check (every span, then step 35, the BITMAPS section CRC).
     """
 
     def __init__(self, data: bytes):
@@ -345,8 +349,11 @@ class Arena:
             fail("ARENA-SEC-004", f"sections end at align8({cursor:#x}) = {end:#x}, not at file_len {h.file_len:#x}")
         if not is_zero(d, cursor, h.file_len):
             fail("ARENA-SEC-005", f"non-zero padding after the last section at {cursor:#x}")
-        # Step 18 (ARENA-SEC-006): every section's CRC, unknown kinds included.
+        # Step 18 (ARENA-SEC-006): every section's CRC, unknown kinds included, except BITMAPS
+        # (its bytes are covered by the span CRCs, step 25; its own CRC is step 35).
         for s in self.sections:
+            if s.kind == BITMAPS:
+                continue
             computed = crc32(d[s.offset : s.offset + s.length])
             if computed != s.crc:
                 fail("ARENA-SEC-006", f"section {s.index} ({s.name}) CRC {s.crc:#010x} != computed {computed:#010x}")
@@ -364,7 +371,7 @@ class Arena:
         s = self.by_kind[kind]
         return self.data[s.offset : s.offset + s.length]
 
-    # -- steps 20-28: table entries ------------------------------------------------------------
+    # -- steps 20-29: table entries ------------------------------------------------------------
     def _parse_tables(self) -> None:
         d = self.data
         h = self.header
@@ -384,10 +391,11 @@ class Arena:
             x.name = bytes(strings[x.name_off : x.name_off + x.name_len])
             self.externs.append(x)
 
-        # Steps 21-25 (ARENA-TAB-002..006), span by span.
+        # Steps 21-26 (ARENA-TAB-002..005, ARENA-TAB-010, ARENA-TAB-006), span by span.
         heap_end = h.heap_start + h.heap_len
         sp = self.by_kind[SPANS]
         prev_end = h.heap_start
+        bitmaps_cursor = 0  # where the next span's bitmaps must start (step 25)
         for i in range(sp.length // SPAN_ENTRY_LEN):
             e = sp.offset + i * SPAN_ENTRY_LEN
             s = Span(
@@ -437,7 +445,13 @@ class Arena:
             both = mul64("ARENA-TAB-005", 2, s.bitmap_len, f"span {i} 2*bitmap_len")
             if not inside(s.bitmap_off, both, 0, bitmaps_len):
                 fail("ARENA-TAB-005", f"span {i}: bitmaps [{s.bitmap_off:#x}, +{both:#x}) outside BITMAPS ({bitmaps_len} bytes)")
-            # 25: ARENA-TAB-006
+            # 25: ARENA-TAB-010 (span bitmaps tile BITMAPS in span order)
+            if s.bitmap_off < bitmaps_cursor:
+                fail("ARENA-TAB-010", f"span {i}: bitmaps at {s.bitmap_off:#x} overlap the previous span's (end {bitmaps_cursor:#x})")
+            if s.bitmap_off > bitmaps_cursor:
+                fail("ARENA-TAB-010", f"span {i}: bitmaps at {s.bitmap_off:#x} leave a gap after {bitmaps_cursor:#x}")
+            bitmaps_cursor = s.bitmap_off + both
+            # 26: ARENA-TAB-006
             if not inside(s.meta_off, s.meta_len, 0, meta_len):
                 fail("ARENA-TAB-006", f"span {i}: meta [{s.meta_off}, +{s.meta_len}) outside META ({meta_len} bytes)")
             self.spans.append(s)
@@ -445,8 +459,10 @@ class Arena:
             if not self.spans:
                 fail("ARENA-TAB-002", f"no spans but heap_len is {h.heap_len}")
             fail("ARENA-TAB-002", f"spans end at {prev_end:#x}, not at the heap end {heap_end:#x}")
+        if bitmaps_cursor != bitmaps_len:
+            fail("ARENA-TAB-010", f"span bitmaps end at {bitmaps_cursor:#x}, not at the end of BITMAPS ({bitmaps_len:#x} bytes)")
 
-        # Steps 26-27 (ARENA-TAB-007, ARENA-TAB-008), root by root.
+        # Steps 27-28 (ARENA-TAB-007, ARENA-TAB-008), root by root.
         rt = self.by_kind[ROOTS]
         prev_name = None
         for i in range(rt.length // ROOT_ENTRY_LEN):
@@ -479,7 +495,7 @@ class Arena:
             prev_name = r.name
             self.roots.append(r)
 
-        # Step 28 (ARENA-TAB-009)
+        # Step 29 (ARENA-TAB-009)
         prod = bytes(self._section_bytes(PRODUCER))
         if len(prod) > 255:
             fail("ARENA-TAB-009", f"PRODUCER is {len(prod)} bytes, more than 255")
@@ -495,7 +511,7 @@ class Arena:
         self._parse_sections()
         self._parse_tables()
 
-    # -- steps 29-33: per span ----------------------------------------------------------------
+    # -- steps 30-34: per span ----------------------------------------------------------------
     def span_meta(self, s: Span) -> bytes:
         m = self.by_kind[META].offset
         return bytes(self.data[m + s.meta_off : m + s.meta_off + s.meta_len])
@@ -510,26 +526,26 @@ class Arena:
         internal = d[bm : bm + s.bitmap_len]
         external = d[bm + s.bitmap_len : bm + 2 * s.bitmap_len]
         m = self.by_kind[META].offset + s.meta_off
-        # 29: ARENA-SPAN-001
+        # 30: ARENA-SPAN-001
         computed = crc32(d[s.start : s.start + s.length], internal, external, d[m : m + s.meta_len])
         if computed != s.crc:
             fail("ARENA-SPAN-001", f"span {s.id}: CRC {s.crc:#010x} != computed {computed:#010x}")
         n = s.length // 8
         iw = [w for (w,) in struct.iter_unpack("<Q", internal)]
         xw = [w for (w,) in struct.iter_unpack("<Q", external)]
-        # 30: ARENA-SPAN-002 (bits >= n of the last bitmap word)
+        # 31: ARENA-SPAN-002 (bits >= n of the last bitmap word)
         if n % 64 and iw:
             pad_mask = U64_MAX & ~((1 << (n % 64)) - 1)
             if iw[-1] & pad_mask:
                 fail("ARENA-SPAN-002", f"span {s.id}: padding bits of the internal bitmap are set")
             if xw[-1] & pad_mask:
                 fail("ARENA-SPAN-002", f"span {s.id}: padding bits of the external bitmap are set")
-        # 31: ARENA-SPAN-003
+        # 32: ARENA-SPAN-003
         for k, (a, b) in enumerate(zip(iw, xw)):
             if a & b:
                 word = 64 * k + ((a & b) & -(a & b)).bit_length() - 1
                 fail("ARENA-SPAN-003", f"span {s.id}: word {word} is marked in both bitmaps")
-        # 32: ARENA-SPAN-004
+        # 33: ARENA-SPAN-004
         ranges = [(self.spans[dep].start, self.spans[dep].start + self.spans[dep].length) for dep in s.deps]
         ranges.append((s.start, s.start + s.length))  # own id > every dep id: still sorted
         starts = [a for a, _ in ranges]
@@ -548,7 +564,7 @@ class Arena:
                         f"span {s.id}: internal slot at {s.start + 8 * word:#x} targets {target:#x}, "
                         f"outside the span and its dependencies {s.deps}",
                     )
-        # 33: ARENA-SPAN-005
+        # 34: ARENA-SPAN-005
         n_ext = 0
         for k, w in enumerate(xw):
             while w:
@@ -568,8 +584,21 @@ class Arena:
         s.verified = True
 
     def verify_all_spans(self) -> None:
+        """Steps 30-34 for every span, in id order."""
         for s in self.spans:
             self.verify_span(s)
+
+    # -- step 35: full check only -------------------------------------------------------------
+    def verify_bitmaps_crc(self) -> None:
+        s = self.by_kind[BITMAPS]
+        computed = crc32(self.data[s.offset : s.offset + s.length])
+        if computed != s.crc:
+            fail("ARENA-SEC-008", f"section {s.index} (BITMAPS) CRC {s.crc:#010x} != computed {computed:#010x}")
+
+    def verify_all(self) -> None:
+        """The full check after the open-time checks: every span (steps 30-34), then step 35."""
+        self.verify_all_spans()
+        self.verify_bitmaps_crc()
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,7 +643,11 @@ def main(argv=None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="validate only, print nothing on success")
     g.add_argument("--roots", action="store_true", help="print only the root names, one a line")
-    p.add_argument("--no-spans", action="store_true", help="skip the per-span checks (ARENA-SPAN-*)")
+    p.add_argument(
+        "--no-spans",
+        action="store_true",
+        help="open-time checks only, as a loader at open (skip ARENA-SPAN-* and ARENA-SEC-008)",
+    )
     args = p.parse_args(argv)
     try:
         with open(args.file, "rb") as f:
@@ -625,7 +658,7 @@ def main(argv=None) -> int:
     try:
         a = Arena(data)
         if not args.no_spans:
-            a.verify_all_spans()
+            a.verify_all()
     except ArenaError as exc:
         print(f"{exc.req}: {args.file}: {exc.kind}: {exc.message}", file=sys.stderr)
         return 1
@@ -634,7 +667,7 @@ def main(argv=None) -> int:
             print(show(r.name)[1:-1])
     elif not args.quiet:
         print_listing(a, sys.stdout)
-        print("OK: all checks passed" + (" (per-span checks skipped)" if args.no_spans else ""))
+        print("OK: all checks passed" + (" (open-time checks only)" if args.no_spans else ""))
     return 0
 
 

@@ -2,8 +2,9 @@
 """Differential test: the spec reader (arena_reader.py) against the reference reader.
 
 Mutates archives at random (1-4 random bytes or u32/u64 fields in the header, the tables,
-the heap), then -- for most mutants -- recomputes every checksum so that the structural
-checks, not the CRCs, decide. Every mutant is judged by both readers; they must agree on
+the heap; sometimes a span's bitmap_off), then -- for most mutants -- recomputes every
+checksum so that the structural checks, not the CRCs, decide (and sometimes breaks the
+BITMAPS section CRC alone again, which only the full check's ARENA-SEC-008 rejects). Every mutant is judged by both readers; they must agree on
 accept/reject. The reference verdicts come from ``write-sample-archives --verify`` (one
 process for all files).
 
@@ -19,13 +20,14 @@ import argparse
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import arena_reader as ar  # noqa: E402
-from test_rules import fix  # noqa: E402
+from test_rules import fix, section  # noqa: E402
 
 
 def mutate(rng: random.Random, data: bytes) -> bytearray:
@@ -53,10 +55,28 @@ def mutate(rng: random.Random, data: bytes) -> bytearray:
     return b
 
 
+def mutate_bitmap_off(rng: random.Random, b: bytearray) -> None:
+    """Point a span's bitmaps elsewhere inside BITMAPS (ARENA-TAB-010 territory)."""
+    _, so, sl = section(b, 3)
+    _, _, bl = section(b, 6)
+    if sl < 56 or bl < 8:
+        return
+    e = so + 56 * rng.randrange(sl // 56)
+    struct.pack_into("<Q", b, e + 16, 8 * rng.randrange(bl // 8 + 1))
+
+
+def break_bitmaps_crc(b: bytearray) -> None:
+    """A wrong BITMAPS section CRC, with the section table and header CRCs repaired: only the
+    full check (ARENA-SEC-008) can reject it."""
+    e, _, _ = section(b, 6)
+    struct.pack_into("<I", b, e + 4, struct.unpack_from("<I", b, e + 4)[0] ^ (1 << 7))
+    fix(b, spans=False, sections=False)
+
+
 def py_verdict(data: bytes):
     try:
         a = ar.Arena(data)
-        a.verify_all_spans()
+        a.verify_all()
         return None
     except ar.ArenaError as e:
         return e.req
@@ -76,9 +96,16 @@ def main() -> int:
     names, verdicts = [], []
     for i in range(args.n):
         b = mutate(rng, rng.choice(sources))
+        if rng.random() < 0.1:
+            try:
+                mutate_bitmap_off(rng, b)
+            except Exception:  # noqa: BLE001 -- the mutated tables may be garbage
+                pass
         if rng.random() < 0.85 and len(b) >= 128:
             try:
                 fix(b)
+                if rng.random() < 0.05:
+                    break_bitmaps_crc(b)
             except Exception:  # noqa: BLE001 -- repair is best-effort on garbage
                 pass
         name = os.path.join(work, f"m{i:05}.arena")

@@ -61,7 +61,7 @@ for path in sys.argv[1:]:
             b = bytearray(data)
             b[i] ^= 1 << bit
             try:
-                ar.Arena(bytes(b)).verify_all_spans()
+                ar.Arena(bytes(b)).verify_all()
             except ar.ArenaError as e:
                 ids[e.req] = ids.get(e.req, 0) + 1
                 continue

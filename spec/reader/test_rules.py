@@ -67,8 +67,10 @@ def build(
     extra_sections=(),
     format_minor=0,
     compat_flags=0,
+    bitmaps_extra=b"",
 ):
-    """roots: (name, span_id, offset_in_span, meta)."""
+    """roots: (name, span_id, offset_in_span, meta); bitmaps_extra: bytes appended to BITMAPS
+    after the spans' bitmaps (which makes the file invalid: ARENA-TAB-010)."""
     heap = b""
     span_pos = []
     for s in spans:
@@ -107,6 +109,7 @@ def build(
         obj = span_pos[sid][0] + rel if sid < len(span_pos) else 128 + rel
         root_tab += struct.pack("<IIQIIII", root_name_off[i], len(name), obj, sid, moff, len(rmeta), 0)
         moff += len(rmeta)
+    bitmaps += bitmaps_extra
     sections = [
         (1, strings),
         (2, ext_tab),
@@ -221,7 +224,7 @@ def base() -> bytearray:
 def check(name, data, want):
     try:
         a = ar.Arena(bytes(data))
-        a.verify_all_spans()
+        a.verify_all()
         got = None
     except ar.ArenaError as e:
         got = e.req
@@ -376,6 +379,18 @@ def cases():
     case("bitmap_off misaligned", "ARENA-TAB-005")(tab(lambda b: span_entry(b, 1), "<Q", 16, 20))
     case("bitmaps outside BITMAPS", "ARENA-TAB-005")(tab(lambda b: span_entry(b, 1), "<Q", 16, 24))
     case("bitmap_off overflows", "ARENA-TAB-005")(tab(lambda b: span_entry(b, 1), "<Q", 16, (1 << 64) - 8))
+    case("span 1 bitmaps overlap span 0's", "ARENA-TAB-010")(tab(lambda b: span_entry(b, 1), "<Q", 16, 0))
+    case("span 1 bitmaps start inside span 0's", "ARENA-TAB-010")(tab(lambda b: span_entry(b, 1), "<Q", 16, 8))
+    case("span 0 bitmaps not at offset 0", "ARENA-TAB-010")(tab(lambda b: span_entry(b, 0), "<Q", 16, 8))
+
+    def bitmaps_gap():
+        b = build(spans=[Span([0]), Span([0])], bitmaps_extra=bytes(16))
+        put(b, "<Q", span_entry(b, 1) + 16, 32)  # [32, 48): inside BITMAPS, after a gap
+        return fix(b)
+
+    case("gap between span bitmaps", "ARENA-TAB-010")(bitmaps_gap)
+    case("BITMAPS bytes after the last span's bitmaps", "ARENA-TAB-010")(lambda: build(spans=[Span([0])], bitmaps_extra=bytes(8)))
+    case("no spans but BITMAPS not empty", "ARENA-TAB-010")(lambda: build(bitmaps_extra=bytes(8)))
     case("span meta outside META", "ARENA-TAB-006")(tab(lambda b: span_entry(b, 1), "<I", 44, 100))
     case("root reserved", "ARENA-TAB-007")(tab(lambda b: root_entry(b, 1), "<I", 28, 1))
     case("root name outside STRINGS", "ARENA-TAB-007")(tab(lambda b: root_entry(b, 1), "<I", 4, 100))
@@ -424,6 +439,36 @@ def cases():
     case("extern id = extern count", "ARENA-SPAN-005")(heap_word(1, 1, 2))
     case("extern id huge", "ARENA-SPAN-005")(heap_word(0, 1, 1 << 63))
     case("extern slot with no externs", "ARENA-SPAN-005")(lambda: build(spans=[Span([0], external={0})]))
+
+    # --- BITMAPS: not checked at open; covered by the span CRCs; its CRC by the full check
+    def bitmaps_crc_wrong():
+        b = base()
+        e, _, _ = section(b, 6)
+        put(b, "<I", e + 4, struct.unpack_from("<I", b, e + 4)[0] ^ 1)
+        return fix(b, spans=False, sections=False)
+
+    def bitmaps_byte(span, fix_crc):
+        def f():
+            b = base()
+            boff = struct.unpack_from("<Q", b, span_entry(b, span) + 16)[0]
+            b[section(b, 6)[1] + boff] ^= 0b100  # span 1: unmark word 2 (internal slot)
+            return fix(b) if fix_crc else b
+
+        return f
+
+    case("BITMAPS byte flipped (owning span's CRC fails)", "ARENA-SPAN-001")(bitmaps_byte(1, False))
+    case("BITMAPS byte flipped, every CRC repaired", None)(bitmaps_byte(1, True))
+    case("BITMAPS section CRC wrong (full check only)", "ARENA-SEC-008")(bitmaps_crc_wrong)
+
+    def bitmaps_changed_span_crc_repaired():
+        b = base()
+        e, _, _ = section(b, 6)
+        old = struct.unpack_from("<I", b, e + 4)[0]
+        b = bitmaps_byte(1, True)()
+        put(b, "<I", e + 4, old)  # the stale BITMAPS CRC; the span CRC matches the new bytes
+        return fix(b, spans=False, sections=False)
+
+    case("BITMAPS changed, span CRC repaired, BITMAPS CRC stale", "ARENA-SEC-008")(bitmaps_changed_span_crc_repaired)
     return C + ordering_cases() + empty_range_cases()
 
 
@@ -450,6 +495,34 @@ def ordering_cases():
     put(b, "<Q", span_entry(b, 0) + 24, 16)
     put(b, "<I", span_entry(b, 1) + 52, 1)
     case("order: span 0 TAB-005 before span 1 TAB-002", "ARENA-TAB-005", fix(b, spans=False))
+    b = base()
+    put(b, "<Q", span_entry(b, 1) + 24, 16)
+    put(b, "<Q", span_entry(b, 1) + 16, 0)
+    case("order: TAB-005 before TAB-010 in one span", "ARENA-TAB-005", fix(b, spans=False))
+    b = base()
+    put(b, "<Q", span_entry(b, 1) + 16, 0)
+    put(b, "<I", span_entry(b, 1) + 44, 100)
+    case("order: TAB-010 before TAB-006 in one span", "ARENA-TAB-010", fix(b, spans=False))
+    b = base()
+    put(b, "<Q", span_entry(b, 0) + 16, 8)
+    put(b, "<Q", span_entry(b, 1), 0xA0)
+    case("order: span 0 TAB-010 before span 1 TAB-002", "ARENA-TAB-010", fix(b, spans=False))
+    b = build(spans=[Span([0, 0])], roots=[(b"r", 0, 0, b"")], bitmaps_extra=bytes(8))
+    put(b, "<Q", span_entry(b, 0) + 8, 8)  # 1 word: bitmap_len still 8; spans end early
+    case("order: final TAB-002 before final TAB-010", "ARENA-TAB-002", fix(b, spans=False))
+    b = build(spans=[Span([0])], roots=[(b"r", 0, 0, b"")], bitmaps_extra=bytes(8))
+    put(b, "<I", root_entry(b, 0) + 28, 1)
+    case("order: final TAB-010 before roots (TAB-007)", "ARENA-TAB-010", fix(b, spans=False))
+    b = base()
+    e, _, _ = section(b, 6)
+    put(b, "<I", e + 4, struct.unpack_from("<I", b, e + 4)[0] ^ 1)
+    b[u64_at(b, span_entry(b, 1)) + 16] ^= 1  # heap byte of the last span
+    case("order: SPAN-001 (last span) before SEC-008", "ARENA-SPAN-001", fix(b, spans=False, sections=False))
+    b = base()
+    e, _, _ = section(b, 6)
+    put(b, "<I", e + 4, struct.unpack_from("<I", b, e + 4)[0] ^ 1)
+    b[section(b, 1)[1]] ^= 1
+    case("order: SEC-006 (STRINGS) before SEC-008", "ARENA-SEC-006", fix(b, spans=False, sections=False))
     b = base()
     put(b, "<I", span_entry(b, 1) + 44, 100)
     put(b, "<I", span_entry(b, 1) + 36, 5)
@@ -505,10 +578,11 @@ def ordering_cases():
     put(b, "B", 125, 1)
     case("order: HDR-007 before HDR-008", "ARENA-HDR-007", fix(b, spans=False, sections=False, table=False) + bytearray(8))
     case("root in a zero-length span", "ARENA-TAB-007", build(spans=[Span([])], roots=[(b"x", 0, 0, b"")]))
-    # Valid: nothing in format.md forbids tables sharing bytes.
+    # Span bitmaps may not share bytes (they tile BITMAPS): ARENA-TAB-010.
     b = build(spans=[Span([0x80], internal={0}), Span([0x88], internal={0})])
     put(b, "<Q", span_entry(b, 1) + 16, 0)
-    case("two spans sharing one pair of bitmaps", None, fix(b))
+    case("two spans sharing one pair of bitmaps", "ARENA-TAB-010", fix(b))
+    # Valid: nothing in format.md forbids other tables sharing bytes.
     b = base()
     put(b, "<I", root_entry(b, 0), 0)
     put(b, "<I", root_entry(b, 0) + 4, 1)
@@ -545,6 +619,7 @@ def empty_range_cases():
     case("empty bitmaps at the end of BITMAPS", None, span1, "<Q", 16, lambda b: section(b, 6)[2])
     case("empty bitmaps past the end of BITMAPS", "ARENA-TAB-005", span1, "<Q", 16, lambda b: section(b, 6)[2] + 8)
     case("empty bitmaps at a huge offset", "ARENA-TAB-005", span1, "<Q", 16, lambda b: 1 << 62)
+    case("empty bitmaps before the end of the previous span's", "ARENA-TAB-010", span1, "<Q", 16, lambda b: 8)
     case("empty meta at the end of META", None, span1, "<I", 40, lambda b: section(b, 7)[2])
     case("empty meta past the end of META", "ARENA-TAB-006", span1, "<I", 40, lambda b: section(b, 7)[2] + 1)
     case("empty meta at offset 0xffffffff", "ARENA-TAB-006", span1, "<I", 40, lambda b: 0xFFFFFFFF)
@@ -607,6 +682,14 @@ def main(argv):
         same = bytes(mine) == gold
         print(f"{'ok  ' if same else 'FAIL'} spec-derived writer reproduces v1-minimal.arena byte for byte")
         ok &= same
+    # Every requirement id of format.md section 7 has at least one case that reports it.
+    spec = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "format.md")).read()
+    chapter = spec[spec.index("## 7. Validation") : spec.index("## 8.")]
+    ids = [part.split("**", 1)[0] for part in chapter.split("**ARENA-")[1:]]
+    covered = {want for _, want, _ in cases() if want}
+    missing = [f"ARENA-{i}" for i in ids if f"ARENA-{i}" not in covered]
+    print(f"{'ok  ' if not missing else 'FAIL'} every requirement id of format.md section 7 ({len(ids)}) has a case" + (f"; missing: {missing}" if missing else ""))
+    ok &= not missing
     print("all rule tests passed" if ok else "SOME RULE TESTS FAILED")
     return 0 if ok else 1
 

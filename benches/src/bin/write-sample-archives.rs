@@ -1,6 +1,8 @@
 //! Writes sample archives with the reference writer, for `spec/reader/test.sh` (the
 //! independent spec reader must accept them and list the same roots), and reports what the
-//! reference reader thinks of arbitrary files (`--verify`, for differential tests).
+//! reference reader thinks of arbitrary files (`--verify`, for differential tests: the full
+//! check, `Archive::from_bytes` then `Archive::verify_all`, which ends with the BITMAPS section
+//! CRC, `ARENA-SEC-008`, that opening alone does not check).
 //!
 //! ```text
 //! write-sample-archives DIR              random arena graphs: DIR/random-N.arena + .roots

@@ -8,8 +8,10 @@
 //!
 //! * Write: [`ArenaBuilder`] → [`ArenaBuilder::finish`] (bytes) or
 //!   [`ArenaBuilder::write_atomic`] (temp file + fsync + rename).
-//! * Read: [`Archive::from_bytes`] validates header and tables (cost independent of the heap);
-//!   [`Archive::verify_span`] checks one span's contents.
+//! * Read: [`Archive::from_bytes`] validates header and tables (cost independent of the heap: it
+//!   does not read the slot bitmaps, whose bytes the span CRCs cover);
+//!   [`Archive::verify_span`] checks one span's contents and bitmaps; [`Archive::verify_all`] is
+//!   the full check (every span, then the BITMAPS section CRC).
 //! * Load: [`LoadedArena::open`] ([`LoadStrategy::Map`] or [`LoadStrategy::Read`]) or
 //!   [`LoadedArena::from_bytes`], then [`LoadedArena::load_span`] per span on first use.
 //!

@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use memmap2::{MmapMut, MmapOptions};
 
 use crate::error::{ArenaError, ErrorKind};
-use crate::layout::HEADER_LEN;
+use crate::layout::{Header, HEADER_LEN, SECTION_ENTRY_LEN};
 use crate::read::{Archive, BitIter, SpanView};
 use crate::validate;
 use crate::write::{ExternId, SpanId};
@@ -39,9 +39,10 @@ pub enum LoadStrategy {
     /// (write a temporary file, fsync, rename): a rename never changes an inode that is mapped.
     Map,
     /// Reserve anonymous private memory for the whole file (untouched pages cost nothing), read
-    /// header and tables at open, and `pread` each span's heap bytes into place on first use.
-    /// A file truncated or rewritten in place later yields an I/O or checksum error, never a
-    /// fault.
+    /// header and tables at open, except the BITMAPS section (2 bits per heap word), and `pread`
+    /// each span's heap bytes and bitmap pair into place on first use, before checking the span
+    /// CRC (which covers both). A file truncated or rewritten in place later yields an I/O or
+    /// checksum error, never a fault.
     Read,
 }
 
@@ -115,11 +116,14 @@ pub struct LoadedArena {
     // INVARIANTS:
     // - `base` points to byte 0 of `mem`, which is `archive.file_len()` bytes long, readable and
     //   writable, and lives (is not unmapped) as long as `self`;
-    // - `archive` is `validate_tables` over the tables region of `mem`, which this crate never
-    //   writes after construction (clients may only write inside loaded spans);
-    // - `states[i]` is the state of span i; heap bytes of span i are written by this crate only
-    //   while it is LOADING, by the thread holding `lock`; once LOADED (Release) they are never
-    //   touched again by this crate;
+    // - `archive` is `validate_tables` over the tables region of `mem` WITHOUT the BITMAPS
+    //   section (the `hole` of `finish`: `archive.bitmaps` is `None`, or BITMAPS is empty); this
+    //   crate never writes the tables region outside BITMAPS after construction (clients may only
+    //   write inside loaded spans);
+    // - `states[i]` is the state of span i; heap bytes of span i, and (Read strategy) its bitmap
+    //   pair in BITMAPS, are written by this crate only while it is LOADING, by the thread holding
+    //   `lock`; once LOADED (Release) they are never touched again by this crate. Bitmap pairs of
+    //   different spans are disjoint (ARENA-TAB-010), as are their heap ranges (ARENA-TAB-002);
     // - `externs[i]` is 0 or the non-zero address resolved for extern i (written under `lock`).
     archive: Archive<'static>,
     states: Box<[AtomicU8]>,
@@ -134,9 +138,10 @@ pub struct LoadedArena {
 // - `base` points into `mem` (an `MmapMut`, itself `Send + Sync`) owned by the same value, so
 //   sending the arena to another thread sends the memory with it (INVARIANTS on the struct);
 // - all writes this crate performs through `base` happen in `load_span` while holding `lock`, on
-//   a span in state LOADING that no other thread reads, and are published with a Release store
-//   of LOADED that readers observe with Acquire (`is_loaded`, `load_span` fast path); the
-//   tables region referenced by `archive` is never written by this crate;
+//   a span in state LOADING that no other thread reads (its heap bytes and, Read strategy, its
+//   bitmap pair, which `archive` does not view), and are published with a Release store of
+//   LOADED that readers observe with Acquire (`is_loaded`, `load_span` fast path); the tables
+//   region referenced by `archive` is never written by this crate;
 // - concurrent mutation of loaded objects by clients goes through raw pointers they derive from
 //   `base()`, and is their own synchronization responsibility (documented on `base`).
 unsafe impl Send for LoadedArena {}
@@ -153,6 +158,25 @@ impl fmt::Debug for LoadedArena {
             .field("spans", &self.states.len())
             .finish()
     }
+}
+
+/// The section table bytes of `mem` (`section_count * 24` bytes at `tables_start`), if in bounds.
+fn section_table<'m>(mem: &'m [u8], header: &Header) -> Option<&'m [u8]> {
+    let ts = usize::try_from(header.tables_start.get()).ok()?;
+    let len = u64::from(header.section_count.get()).checked_mul(SECTION_ENTRY_LEN)?;
+    mem.get(ts..ts.checked_add(usize::try_from(len).ok()?)?)
+}
+
+/// Reads file bytes `[from, to)` into the same range of `mem` (nothing if `from >= to`).
+fn read_range(file: &File, mem: &mut [u8], from: u64, to: u64) -> Result<(), ArenaError> {
+    if from >= to {
+        return Ok(());
+    }
+    let dst = mem
+        .get_mut(to_usize(from)?..to_usize(to)?)
+        .ok_or(ErrorKind::BadLayout { field: "tables" })?;
+    file.read_exact_at(dst, from)?;
+    Ok(())
 }
 
 fn to_usize(x: u64) -> Result<usize, ArenaError> {
@@ -238,10 +262,12 @@ impl LoadedArena {
                 //   and `len >= 128 > 0`.
                 let mut mem = unsafe { MmapOptions::new().len(len).map_copy(&file)? };
                 let header = validate::validate_header(&mem, size)?;
+                let hole = section_table(&mem, &header)
+                    .and_then(|st| validate::bitmaps_section(&header, st));
                 let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
                     field: "null mapping",
                 })?;
-                Self::finish(mem, base, header, Source::Map { _file: file })
+                Self::finish(mem, base, header, Source::Map { _file: file }, hole)
             }
             LoadStrategy::Read => {
                 let mut mem = MmapMut::map_anon(len)?;
@@ -255,15 +281,33 @@ impl LoadedArena {
                 })?;
                 file.read_exact_at(hdr, 0)?;
                 let header = validate::validate_header(&mem, size)?;
-                let ts = to_usize(header.tables_start.get())?;
-                let tables = mem
-                    .get_mut(ts..)
-                    .ok_or(ErrorKind::BadLayout { field: "tables" })?;
-                file.read_exact_at(tables, header.tables_start.get())?;
+                // The tables, except the BITMAPS section (its size grows with the heap; span
+                // bitmaps are read with their span, in `begin`). First the section table, to
+                // find BITMAPS; if it does not fit, read everything and let validation fail.
+                let ts = header.tables_start.get();
+                let st_end = u64::from(header.section_count.get())
+                    .checked_mul(SECTION_ENTRY_LEN)
+                    .and_then(|l| ts.checked_add(l))
+                    .filter(|&e| e <= size);
+                let mut hole = None;
+                if let Some(st_end) = st_end {
+                    read_range(&file, &mut mem, ts, st_end)?;
+                    hole = section_table(&mem, &header)
+                        .and_then(|st| validate::bitmaps_section(&header, st));
+                }
+                let from = st_end.unwrap_or(ts);
+                match hole {
+                    // `bitmaps_section` guarantees st_end <= off <= off + len <= size.
+                    Some((off, len)) => {
+                        read_range(&file, &mut mem, from, off)?;
+                        read_range(&file, &mut mem, off.saturating_add(len), size)?;
+                    }
+                    None => read_range(&file, &mut mem, from, size)?,
+                }
                 let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
                     field: "null mapping",
                 })?;
-                Self::finish(mem, base, header, Source::Read(file))
+                Self::finish(mem, base, header, Source::Read(file), hole)
             }
         }
     }
@@ -275,36 +319,78 @@ impl LoadedArena {
         let header = *archive.header();
         let mut mem = MmapMut::map_anon(bytes.len())?;
         mem.copy_from_slice(bytes);
+        let hole =
+            section_table(&mem, &header).and_then(|st| validate::bitmaps_section(&header, st));
         let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
             field: "null mapping",
         })?;
-        Self::finish(mem, base, header, Source::Memory)
+        Self::finish(mem, base, header, Source::Memory, hole)
     }
 
+    /// Validates the tables in `mem` except the BITMAPS section, which is at `hole` (file offset,
+    /// length; from [`validate::bitmaps_section`]): the archive never views BITMAPS, so that span
+    /// bitmaps can be read into place (Read strategy) when their span loads.
     fn finish(
         mem: MmapMut,
         base: NonNull<u8>,
-        header: crate::layout::Header,
+        header: Header,
         source: Source,
+        hole: Option<(u64, u64)>,
     ) -> Result<LoadedArena, ArenaError> {
         let ts = to_usize(header.tables_start.get())?;
         let tl = to_usize(header.tables_len.get())?;
         if ts.checked_add(tl) != Some(mem.len()) {
             return Err(ErrorKind::BadLayout { field: "tables" }.into());
         }
-        // SAFETY: creating a `&'static [u8]` over `[ts, ts + tl)` of the mapping requires:
-        // - the range is inside one allocation and `ts + tl <= isize::MAX`: checked just above
-        //   (`ts + tl == mem.len()`, and `mem` is a successful mapping of that length);
+        // The tables region as `[0, head)` and `[tail_from, tl)` (relative to `ts`), without the
+        // hole `[head, tail_from)`. No hole (`None`) only for files that fail validation.
+        let bad_hole = || ArenaError::from(ErrorKind::BadLayout { field: "BITMAPS" });
+        let (head, hole_len) = match hole {
+            Some((off, len)) => {
+                let rel = to_usize(off.checked_sub(ts as u64).ok_or_else(bad_hole)?)?;
+                let len = to_usize(len)?;
+                match rel.checked_add(len) {
+                    Some(end) if end <= tl => (rel, Some(len)),
+                    _ => return Err(bad_hole()),
+                }
+            }
+            None => (tl, None),
+        };
+        // `head <= tail_from <= tl`: checked just above.
+        let tail_from = head + hole_len.unwrap_or(0);
+        // SAFETY: creating `&'static [u8]`s over `[ts, ts + head)` and `[ts + tail_from, ts + tl)`
+        // of the mapping requires:
+        // - the ranges are inside one allocation and `ts + tl <= isize::MAX`: checked above
+        //   (`head <= tail_from <= tl`, `ts + tl == mem.len()`, and `mem` is a successful mapping
+        //   of that length);
         // - the bytes are initialized: mapped memory is always initialized (file bytes or zeros);
-        // - no mutation while the reference lives: this crate never writes the tables region
-        //   (it writes only span heap bytes, which lie before `tables_start` by ARENA-LAY-003),
-        //   and clients may only write inside loaded spans (contract on `base()`);
-        // - the memory outlives the reference: `mem` is moved into the returned `LoadedArena`
-        //   and unmapped only when it is dropped; the `'static` reference is only exposed with
+        // - no mutation while the references live: this crate never writes the tables region
+        //   outside the hole (it writes only span heap bytes, which lie before `tables_start` by
+        //   ARENA-LAY-003, and span bitmaps, inside the BITMAPS section, which is the hole: checked
+        //   below), and clients may only write inside loaded spans (contract on `base()`);
+        // - the memory outlives the references: `mem` is moved into the returned `LoadedArena`
+        //   and unmapped only when it is dropped; the `'static` references are only exposed with
         //   lifetimes bounded by `&self` (`archive()` returns `&Archive<'_>`).
-        let tables: &'static [u8] =
-            unsafe { core::slice::from_raw_parts(base.as_ptr().add(ts).cast_const(), tl) };
+        let (head_bytes, tail_bytes): (&'static [u8], &'static [u8]) = unsafe {
+            (
+                core::slice::from_raw_parts(base.as_ptr().add(ts).cast_const(), head),
+                core::slice::from_raw_parts(
+                    base.as_ptr().add(ts + tail_from).cast_const(),
+                    tl - tail_from,
+                ),
+            )
+        };
+        let tables = validate::TablesBytes {
+            head: head_bytes,
+            hole: hole_len.map(|l| l as u64),
+            tail: tail_bytes,
+        };
         let archive = validate::validate_tables(header, tables, None)?;
+        // `validate_tables` leaves `bitmaps` at `None` exactly when BITMAPS is the hole; any other
+        // outcome means the references above may cover BITMAPS, which `begin` writes.
+        if archive.bitmaps.is_some_and(|b| !b.is_empty()) {
+            return Err(bad_hole());
+        }
         let states = (0..archive.span_count())
             .map(|_| AtomicU8::new(UNVERIFIED))
             .collect();
@@ -451,8 +537,36 @@ impl LoadedArena {
         }
     }
 
+    /// The span's bitmap pair (internal then external bitmap) as `(offset from base, length)` in
+    /// `usize`: inside the BITMAPS section (which `archive` does not view) and inside `mem`.
+    fn bitmaps_range(&self, sid: u32) -> Result<(usize, usize), ArenaError> {
+        let e = self
+            .archive
+            .span_entry(SpanId(sid))
+            .ok_or(ErrorKind::NoSuchSpan { span: sid })?;
+        let bad = || ArenaError::from(ErrorKind::BadBitmap { span: sid });
+        let (start, len) = self.archive.span_bitmaps_range(e).ok_or_else(bad)?;
+        // Inside BITMAPS (ARENA-TAB-005), which lies inside the file (ARENA-SEC-004); re-checked
+        // here so a violated invariant is an error rather than undefined behaviour.
+        let section_end = self
+            .archive
+            .bitmaps_offset
+            .checked_add(self.archive.bitmaps_len)
+            .ok_or_else(bad)?;
+        match start.checked_add(len) {
+            Some(end)
+                if start >= self.archive.bitmaps_offset
+                    && end <= section_end
+                    && end <= self.mem.len() as u64 =>
+            {
+                Ok((to_usize(start)?, to_usize(len)?))
+            }
+            _ => Err(bad()),
+        }
+    }
+
     /// Starts loading span `sid` unless already loaded: mark LOADING, push on the stack, read its
-    /// bytes (Read strategy), verify, run `check`. Returns whether it was pushed.
+    /// bytes and bitmaps (Read strategy), verify, run `check`. Returns whether it was pushed.
     fn begin<E>(
         &self,
         sid: u32,
@@ -483,11 +597,32 @@ impl LoadedArena {
         //   (ARENA-LAY-003) and other spans tile disjoint ranges (ARENA-TAB-002).
         let bytes: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
+        let (bstart, blen) = self.bitmaps_range(sid)?;
         if let Source::Read(file) = &self.source {
             file.read_exact_at(bytes, start as u64)
                 .map_err(ArenaError::from)?;
+            // SAFETY: creating `&mut [u8]` over `[bstart, bstart + blen)` of the mapping requires:
+            // - in bounds of one live allocation: `bitmaps_range` checked `bstart + blen <=
+            //   mem.len()`; `base` points to byte 0 of `mem`, which lives as long as `self`;
+            // - initialized: mapped memory always is;
+            // - no other reference or access while it lives (until `read_exact_at` returns): the
+            //   range lies inside BITMAPS (`bitmaps_range`), which `archive` does not view
+            //   (checked in `finish`) and which is disjoint from the heap (so from `bytes`);
+            //   bitmap pairs of different spans are disjoint (ARENA-TAB-010), and this crate
+            //   accesses span `sid`'s pair only here and in `relocate`, while `sid` is LOADING,
+            //   under `lock`, sequentially; clients never access BITMAPS (contract on `base()`).
+            let bitmaps: &mut [u8] =
+                unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(bstart), blen) };
+            file.read_exact_at(bitmaps, bstart as u64)
+                .map_err(ArenaError::from)?;
         }
-        let view = self.archive.check_span(SpanId(sid), bytes)?;
+        // SAFETY: a shared `&[u8]` over the same range as above: in bounds and initialized (as
+        // above); not mutated while it lives (it is dropped before `begin` returns, with `view`):
+        // the only write to these bytes, the `read_exact_at` just above, is over.
+        let bitmaps: &[u8] = unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+        };
+        let view = self.archive.check_span(SpanId(sid), bytes, bitmaps)?;
         check(&view).map_err(LoadError::Client)?;
         Ok(true)
     }
@@ -501,14 +636,15 @@ impl LoadedArena {
         sid: u32,
         resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
     ) -> Result<(), LoadError<E>> {
-        let e = self
-            .archive
-            .span_entry(SpanId(sid))
-            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
-        let (internal, external) = self
-            .archive
-            .span_bitmaps(e)
-            .ok_or(ArenaError::kind_only(ErrorKind::BadBitmap { span: sid }))?;
+        let (bstart, blen) = self.bitmaps_range(sid)?;
+        // SAFETY: a shared `&[u8]` over span `sid`'s bitmap pair: in bounds of `mem` and
+        // initialized (checked by `bitmaps_range`, as in `begin`); not mutated while it lives:
+        // the pair is written only by `begin` for `sid` (Read strategy), which is over, and lies
+        // in BITMAPS, disjoint from the heap bytes written below and from other spans' pairs.
+        let pair: &[u8] = unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+        };
+        let (internal, external) = pair.split_at(blen / 2);
         let (start, len) = self.span_range(sid)?;
         // SAFETY: as in `begin`: `[start, start + len)` is inside `mem` (checked by
         // `span_range`), initialized, and exclusively ours: span `sid` is LOADING (set in

@@ -14,15 +14,22 @@ use crate::write::{ExternId, SpanId};
 /// A validated view of an archive's header and all tables (not the span contents).
 ///
 /// Obtained from [`Archive::from_bytes`] (whole file in memory) or [`crate::LoadedArena::archive`].
-/// Construction costs O(size of the tables), independent of the heap size; span contents are
-/// checked separately by [`Archive::verify_span`].
+/// Construction costs O(size of the tables other than the slot bitmaps), independent of the heap
+/// size: neither span contents nor the BITMAPS section (2 bits per heap word) are read. Span
+/// contents, with their bitmaps, are checked separately by [`Archive::verify_span`] (through the
+/// span CRC, which covers the span's bitmaps); [`Archive::verify_all`] is the full check.
 #[derive(Clone, Copy, Debug)]
 pub struct Archive<'a> {
     // INVARIANTS (established by `validate::validate_tables`, which is the only constructor):
     // - `header` passed ARENA-HDR-001..LAY-004;
     // - every extern name, root name (in `strings`), span/root meta (in `meta`), span dependency
-    //   list (in `deps`) and span bitmap pair (in `bitmaps`) is in bounds;
-    // - spans tile the heap in id order; deps are strictly increasing and lower than their span;
+    //   list (in `deps`) and span bitmap pair (in BITMAPS, `bitmaps_len` bytes) is in bounds;
+    // - `bitmaps`, when present, is the whole BITMAPS section (`bitmaps_len` bytes at file offset
+    //   `bitmaps_offset`); its CRC (`bitmaps_crc`) was NOT checked (ARENA-SEC-008 is part of
+    //   `verify_all` only). `None` in the archive of a `LoadedArena`, which reads span bitmaps
+    //   from its own memory;
+    // - spans tile the heap in id order and their bitmap pairs tile BITMAPS in id order; deps are
+    //   strictly increasing and lower than their span;
     // - roots are sorted strictly by name, each object inside its span;
     // - `heap`, when present, is exactly the heap region [heap_start, heap_start + heap_len).
     // Accessors still use `.get()` and never panic; the invariants make their `None` arms dead.
@@ -33,7 +40,10 @@ pub struct Archive<'a> {
     pub(crate) spans: &'a [SpanEntry],
     pub(crate) deps: &'a [U32],
     pub(crate) roots: &'a [RootEntry],
-    pub(crate) bitmaps: &'a [u8],
+    pub(crate) bitmaps: Option<&'a [u8]>,
+    pub(crate) bitmaps_offset: u64,
+    pub(crate) bitmaps_len: u64,
+    pub(crate) bitmaps_crc: u32,
     pub(crate) meta: &'a [u8],
     pub(crate) producer: &'a str,
     pub(crate) archive_meta: &'a [u8],
@@ -273,7 +283,8 @@ impl<'a> SpanView<'a> {
 
 impl<'a> Archive<'a> {
     /// Validates the header and all tables of a complete archive held in memory (steps
-    /// `ARENA-HDR-001` to `ARENA-TAB-009` of the spec, in order). Does not read span contents.
+    /// `ARENA-HDR-001` to `ARENA-TAB-009` of the spec, in order). Does not read span contents,
+    /// nor the BITMAPS section (its CRC is not checked here, see [`verify_all`](Self::verify_all)).
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Archive<'a>, ArenaError> {
         let header = validate::validate_header(bytes, bytes.len() as u64)?;
         let heap_start = header.heap_start.get();
@@ -288,7 +299,7 @@ impl<'a> Archive<'a> {
         let tables = bytes
             .get(ts..)
             .ok_or(ErrorKind::BadLayout { field: "tables" })?;
-        validate::validate_tables(header, tables, Some(heap))
+        validate::validate_tables(header, validate::TablesBytes::whole(tables), Some(heap))
     }
 
     /// The header (already validated).
@@ -423,13 +434,12 @@ impl<'a> Archive<'a> {
         self.root_at(self.roots.get(i)?)
     }
 
-    /// The internal and external bitmaps of a span entry.
-    pub(crate) fn span_bitmaps(&self, e: &SpanEntry) -> Option<(&'a [u8], &'a [u8])> {
-        let bl = usize::try_from(e.bitmap_len.get()).ok()?;
-        let boff = usize::try_from(e.bitmap_off.get()).ok()?;
-        let mid = boff.checked_add(bl)?;
-        let end = mid.checked_add(bl)?;
-        Some((self.bitmaps.get(boff..mid)?, self.bitmaps.get(mid..end)?))
+    /// Base-relative `(start, len)` of the bitmap pair of span entry `e` (internal bitmap, then
+    /// external bitmap: `2 * bitmap_len` bytes), inside the BITMAPS section (ARENA-TAB-005).
+    pub(crate) fn span_bitmaps_range(&self, e: &SpanEntry) -> Option<(u64, u64)> {
+        let start = self.bitmaps_offset.checked_add(e.bitmap_off.get())?;
+        let len = e.bitmap_len.get().checked_mul(2)?;
+        Some((start, len))
     }
 
     /// Base-relative `[start, end)` of span `d` (for dependency lookups).
@@ -438,12 +448,14 @@ impl<'a> Archive<'a> {
         Some((e.start.get(), e.start.get() + e.len.get()))
     }
 
-    /// Checks span `id` whose heap bytes are `bytes` (steps `ARENA-SPAN-001` .. `005`) and
-    /// returns its view. `bytes` must be the span's bytes as in the file.
+    /// Checks span `id` whose heap bytes are `bytes` and whose bitmap pair is `bitmaps` (internal
+    /// then external, `2 * bitmap_len` bytes) (steps `ARENA-SPAN-001` .. `005`) and returns its
+    /// view. Both must be as in the file.
     pub(crate) fn check_span<'v>(
         self,
         id: SpanId,
         bytes: &'v [u8],
+        bitmaps: &'v [u8],
     ) -> Result<SpanView<'v>, ArenaError>
     where
         'a: 'v,
@@ -462,8 +474,10 @@ impl<'a> Archive<'a> {
                 start,
             ));
         }
-        let (internal, external) = self
-            .span_bitmaps(e)
+        let (internal, external) = usize::try_from(e.bitmap_len.get())
+            .ok()
+            .filter(|&bl| bl.checked_mul(2) == Some(bitmaps.len()))
+            .and_then(|bl| bitmaps.split_at_checked(bl))
             .ok_or(ArenaError::at(ErrorKind::BadBitmap { span: id.0 }, start))?;
         let meta = pool_get(self.meta, e.meta_off.get(), e.meta_len.get())
             .ok_or(ErrorKind::BadLayout { field: "span meta" })?;
@@ -599,13 +613,41 @@ impl<'a> Archive<'a> {
                 heap.get(s..s.checked_add(l)?)
             })
             .ok_or(ErrorKind::BadLayout { field: "span" })?;
-        self.check_span(id, bytes)
+        let bitmaps = self
+            .bitmaps
+            .ok_or(ArenaError::kind_only(ErrorKind::HeapUnavailable))?;
+        let pair = usize::try_from(e.bitmap_off.get())
+            .ok()
+            .zip(usize::try_from(e.bitmap_len.get()).ok())
+            .and_then(|(off, bl)| bitmaps.get(off..off.checked_add(bl.checked_mul(2)?)?))
+            .ok_or(ArenaError::at(
+                ErrorKind::BadBitmap { span: id.0 },
+                e.start.get(),
+            ))?;
+        self.check_span(id, bytes, pair)
     }
 
-    /// [`verify_span`](Self::verify_span) for every span, in id order.
+    /// The full check: [`verify_span`](Self::verify_span) for every span, in id order, then the
+    /// CRC of the BITMAPS section (`ARENA-SEC-008`, the one section CRC that opening does not
+    /// check: every BITMAPS byte is covered by exactly one span CRC, `ARENA-TAB-010`).
     pub fn verify_all(&self) -> Result<(), ArenaError> {
         for i in 0..self.span_count() {
             self.verify_span(SpanId(i))?;
+        }
+        // ARENA-SEC-008
+        let bitmaps = self
+            .bitmaps
+            .ok_or(ArenaError::kind_only(ErrorKind::HeapUnavailable))?;
+        let actual = crate::layout::crc32(bitmaps);
+        if actual != self.bitmaps_crc {
+            return Err(ArenaError::at(
+                ErrorKind::TableChecksum {
+                    section: crate::layout::SECTION_BITMAPS,
+                    expected: self.bitmaps_crc,
+                    actual,
+                },
+                self.bitmaps_offset,
+            ));
         }
         Ok(())
     }

@@ -5,8 +5,10 @@
 //! (`ARENA-SPAN-*`) live in [`crate::read`] (`Archive::verify_span`).
 //!
 //! Rules followed here: every offset computation is checked (`checked_add`, `checked_mul`), every
-//! slice access goes through `.get()`, and nothing reads span contents, so the cost depends on
-//! the size of the tables, not of the heap.
+//! slice access goes through `.get()`, and nothing reads span contents or the BITMAPS section
+//! (whose size is proportional to the heap: its CRC is not checked at open, `ARENA-SEC-006`; its
+//! bytes are covered by the span CRCs, `ARENA-TAB-010`), so the cost depends on the size of the
+//! other tables, not of the heap.
 #![deny(clippy::indexing_slicing)]
 
 use zerocopy::byteorder::little_endian::U32;
@@ -21,7 +23,10 @@ use crate::layout::{
 use crate::read::Archive;
 
 /// The validation steps in the order they run, with a one-line statement each (the spec's
-/// "Validation" chapter has the full text).
+/// "Validation" chapter has the full text). Ids are stable: a new rule gets a new id at its place
+/// in the order (`ARENA-TAB-010` runs right after `ARENA-TAB-005`). Steps up to `ARENA-TAB-009`
+/// run at open; `ARENA-SPAN-*` per span before its first use; `ARENA-SEC-008` only in a full check
+/// ([`Archive::verify_all`]).
 pub const REQUIREMENTS: &[(&str, &str)] = &[
     ("ARENA-HDR-001", "the input is at least 128 bytes long"),
     ("ARENA-HDR-002", "bytes 0..8 equal the magic"),
@@ -58,7 +63,10 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
         "ARENA-SEC-005",
         "padding between and after sections is zero",
     ),
-    ("ARENA-SEC-006", "each section's CRC matches"),
+    (
+        "ARENA-SEC-006",
+        "each section's CRC matches, except BITMAPS (checked by ARENA-SEC-008)",
+    ),
     (
         "ARENA-SEC-007",
         "fixed-size-entry sections are a whole number of entries",
@@ -76,6 +84,10 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
     (
         "ARENA-TAB-005",
         "bitmaps have the right length and lie inside BITMAPS",
+    ),
+    (
+        "ARENA-TAB-010",
+        "span bitmaps tile BITMAPS exactly, in span order (no gaps, no overlaps)",
     ),
     ("ARENA-TAB-006", "span meta lies inside META"),
     (
@@ -101,6 +113,10 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
         "internal targets lie in the span or a direct dependency",
     ),
     ("ARENA-SPAN-005", "external ids are below the extern count"),
+    (
+        "ARENA-SEC-008",
+        "the BITMAPS section's CRC matches (full check only, after every span)",
+    ),
 ];
 
 fn to_usize(x: u64) -> Option<usize> {
@@ -258,6 +274,15 @@ pub(crate) fn validate_header(bytes: &[u8], actual_len: u64) -> Result<Header, A
     Ok(header)
 }
 
+/// The BITMAPS section: where it is, its stored CRC, and its bytes if the caller provided them.
+#[derive(Default)]
+struct BitmapsSection<'a> {
+    bytes: Option<&'a [u8]>,
+    offset: u64,
+    len: u64,
+    crc: u32,
+}
+
 /// The sections of a validated table region.
 #[derive(Default)]
 struct Sections<'a> {
@@ -266,7 +291,6 @@ struct Sections<'a> {
     spans: &'a [u8],
     deps: &'a [u8],
     roots: &'a [u8],
-    bitmaps: &'a [u8],
     meta: &'a [u8],
     producer: &'a [u8],
     archive_meta: &'a [u8],
@@ -290,21 +314,90 @@ fn table_slice<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(
     })
 }
 
+/// The bytes of the tables region `[tables_start, file_len)` given to [`validate_tables`]: all of
+/// them, or all but the BITMAPS section (a *hole* the loader has not read, and must be able to
+/// write later without aliasing the `Archive`'s views).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TablesBytes<'a> {
+    /// `[tables_start, tables_start + head.len())`.
+    pub(crate) head: &'a [u8],
+    /// Length of the unavailable range right after `head` (`None`: no hole, `tail` is empty).
+    pub(crate) hole: Option<u64>,
+    /// The bytes after the hole, up to the end of the tables region.
+    pub(crate) tail: &'a [u8],
+}
+
+impl<'a> TablesBytes<'a> {
+    /// The whole tables region.
+    pub(crate) fn whole(bytes: &'a [u8]) -> Self {
+        TablesBytes {
+            head: bytes,
+            hole: None,
+            tail: &[],
+        }
+    }
+
+    fn len(&self) -> Option<u64> {
+        (self.head.len() as u64)
+            .checked_add(self.hole.unwrap_or(0))?
+            .checked_add(self.tail.len() as u64)
+    }
+}
+
+/// Where the BITMAPS section lies, as `(file offset, length)`, judging only from the section table
+/// `section_table` (the `section_count * 24` bytes at `tables_start` of a file whose header passed
+/// [`validate_header`]): walks the entries as `ARENA-SEC-004` does and returns the first BITMAPS
+/// entry if every entry up to it is placed correctly. `None` when the walk fails, in which case
+/// `validate_tables` rejects the file. When it succeeds, the range is exactly the BITMAPS section
+/// of any file that passes `validate_tables` (which repeats the walk over the same bytes), is
+/// inside the tables region after the section table, and overlaps no other section or padding.
+/// Lets a loader skip reading (and aliasing) the BITMAPS section at open.
+pub(crate) fn bitmaps_section(header: &Header, section_table: &[u8]) -> Option<(u64, u64)> {
+    let tables_start = header.tables_start.get();
+    let tables_end = tables_start.checked_add(header.tables_len.get())?;
+    let st_len = u64::from(header.section_count.get()).checked_mul(SECTION_ENTRY_LEN)?;
+    if section_table.len() as u64 != st_len {
+        return None;
+    }
+    let entries = <[SectionEntry]>::ref_from_bytes(section_table).ok()?;
+    let mut cursor = tables_start.checked_add(st_len)?;
+    if cursor > tables_end {
+        return None;
+    }
+    for e in entries {
+        let (off, len) = (e.offset.get(), e.len.get());
+        if off != layout::align8(cursor)? {
+            return None;
+        }
+        let end = off.checked_add(len)?;
+        if end > tables_end {
+            return None;
+        }
+        if e.kind.get() == layout::SECTION_BITMAPS {
+            return Some((off, len));
+        }
+        cursor = end;
+    }
+    None
+}
+
 /// Steps `ARENA-SEC-001` .. `ARENA-TAB-009`: `tables` are the bytes of the tables region
-/// `[tables_start, file_len)` of a file whose header passed [`validate_header`]; `heap` is the heap
-/// region when the whole file is in memory.
+/// `[tables_start, file_len)` of a file whose header passed [`validate_header`], possibly without
+/// the BITMAPS section (whose contents these steps do not need); `heap` is the heap region when
+/// the whole file is in memory.
 pub(crate) fn validate_tables<'a>(
     header: Header,
-    tables: &'a [u8],
+    tables: TablesBytes<'a>,
     heap: Option<&'a [u8]>,
 ) -> Result<Archive<'a>, ArenaError> {
     let tables_start = header.tables_start.get();
     let tables_len = header.tables_len.get();
-    if tables.len() as u64 != tables_len {
+    let got = tables.len().unwrap_or(u64::MAX);
+    if got != tables_len {
         return Err(ArenaError::at(
             ErrorKind::TooShort {
                 needed: tables_len,
-                got: tables.len() as u64,
+                got,
             },
             tables_start,
         ));
@@ -312,24 +405,44 @@ pub(crate) fn validate_tables<'a>(
     let tables_end = tables_start
         .checked_add(tables_len)
         .ok_or(ErrorKind::BadLayout { field: "tables" })?;
-    // Maps a base-relative range inside the tables region to a slice.
+    let head_len = tables.head.len() as u64;
+    let tail_from = head_len.saturating_add(tables.hole.unwrap_or(0));
+    // Maps a base-relative range inside the tables region to a slice; `Ok(None)` when the range
+    // is exactly the hole (the BITMAPS section, not read), an error when it straddles the hole.
+    let region_opt =
+        |off: u64, len: u64, what: &'static str| -> Result<Option<&'a [u8]>, ArenaError> {
+            let end = check_range(what, off, len, tables_end)?;
+            if off < tables_start {
+                return Err(ArenaError::at(
+                    ErrorKind::OutOfBounds {
+                        what,
+                        offset: off,
+                        len,
+                        limit: tables_end,
+                    },
+                    off,
+                ));
+            }
+            let (rel, rel_end) = (off - tables_start, end - tables_start);
+            let slice = |bytes: &'a [u8], from: u64| {
+                to_usize(rel - from)
+                    .zip(to_usize(rel_end - from))
+                    .and_then(|(s, e)| bytes.get(s..e))
+            };
+            let got = if rel_end <= head_len {
+                slice(tables.head, 0)
+            } else if rel >= tail_from {
+                slice(tables.tail, tail_from)
+            } else if tables.hole.is_some() && rel == head_len && rel_end == tail_from {
+                return Ok(None);
+            } else {
+                None
+            };
+            got.map(Some)
+                .ok_or_else(|| ArenaError::at(ErrorKind::BadLayout { field: what }, off))
+        };
     let region = |off: u64, len: u64, what: &'static str| -> Result<&'a [u8], ArenaError> {
-        let end = check_range(what, off, len, tables_end)?;
-        if off < tables_start {
-            return Err(ArenaError::at(
-                ErrorKind::OutOfBounds {
-                    what,
-                    offset: off,
-                    len,
-                    limit: tables_end,
-                },
-                off,
-            ));
-        }
-        let s = to_usize(off - tables_start);
-        let e = to_usize(end - tables_start);
-        s.zip(e)
-            .and_then(|(s, e)| tables.get(s..e))
+        region_opt(off, len, what)?
             .ok_or_else(|| ArenaError::at(ErrorKind::BadLayout { field: what }, off))
     };
 
@@ -402,7 +515,8 @@ pub(crate) fn validate_tables<'a>(
     };
     let mut cursor = st_off + st_len; // no overflow: checked by `region` above
     let mut sections = Sections::default();
-    let mut found: Vec<(u32, u64, &'a [u8])> = Vec::with_capacity(entries.len());
+    // `None` bytes: the BITMAPS section, when the caller did not provide it.
+    let mut found: Vec<(u32, u64, u64, Option<&'a [u8]>)> = Vec::with_capacity(entries.len());
     for e in entries {
         let kind = e.kind.get();
         let off = e.offset.get();
@@ -417,10 +531,14 @@ pub(crate) fn validate_tables<'a>(
             ));
         }
         // `expected` may exceed the region when the cursor is at its end; `region` reports that.
-        let bytes = region(off, len, "section")?;
+        let bytes = if kind == layout::SECTION_BITMAPS {
+            region_opt(off, len, "section")?
+        } else {
+            Some(region(off, len, "section")?)
+        };
         zero_gap(cursor, off)?;
         cursor = off + len; // no overflow: checked by `region`
-        found.push((kind, off, bytes));
+        found.push((kind, off, len, bytes));
     }
     let end = layout::align8(cursor).ok_or(ErrorKind::BadLayout { field: "sections" })?;
     if end != tables_end {
@@ -433,8 +551,25 @@ pub(crate) fn validate_tables<'a>(
     }
     zero_gap(cursor, end)?;
 
-    // ARENA-SEC-006
-    for (e, &(kind, off, bytes)) in entries.iter().zip(found.iter()) {
+    // ARENA-SEC-006. Not for BITMAPS: its size grows with the heap, and each of its bytes is
+    // covered by exactly one span CRC (ARENA-TAB-010), checked before the span is used
+    // (ARENA-SPAN-001). Its own CRC is checked by the full check (ARENA-SEC-008, `verify_all`).
+    let mut bitmaps_section = BitmapsSection::default();
+    for (e, &(kind, off, len, bytes)) in entries.iter().zip(found.iter()) {
+        if kind == layout::SECTION_BITMAPS {
+            bitmaps_section = BitmapsSection {
+                bytes,
+                offset: off,
+                len,
+                crc: e.crc.get(),
+            };
+            if let Some(o) = sections.offsets.get_mut(kind as usize) {
+                *o = off;
+            }
+            continue;
+        }
+        // Every other section was given (`region` above).
+        let bytes = bytes.unwrap_or(&[]);
         let actual = layout::crc32(bytes);
         if actual != e.crc.get() {
             return Err(ArenaError::at(
@@ -452,7 +587,6 @@ pub(crate) fn validate_tables<'a>(
             layout::SECTION_SPANS => &mut sections.spans,
             layout::SECTION_DEPS => &mut sections.deps,
             layout::SECTION_ROOTS => &mut sections.roots,
-            layout::SECTION_BITMAPS => &mut sections.bitmaps,
             layout::SECTION_META => &mut sections.meta,
             layout::SECTION_PRODUCER => &mut sections.producer,
             layout::SECTION_ARCHIVE_META => &mut sections.archive_meta,
@@ -523,6 +657,7 @@ pub(crate) fn validate_tables<'a>(
     let heap_start = header.heap_start.get();
     let heap_end = heap_start + header.heap_len.get(); // checked by validate_header
     let mut expect_start = heap_start;
+    let mut expect_bitmap = 0u64;
     for (i, s) in spans.iter().enumerate() {
         let id = i as u32; // fits: checked above
         let at = spans_off + 56 * i as u64;
@@ -603,7 +738,25 @@ pub(crate) fn validate_tables<'a>(
             ));
         }
         let both = bl.checked_mul(2).ok_or(ErrorKind::BadBitmap { span: id })?;
-        check_range("span bitmaps", boff, both, sections.bitmaps.len() as u64)?;
+        let bitmaps_end = check_range("span bitmaps", boff, both, bitmaps_section.len)?;
+        // ARENA-TAB-010
+        if boff < expect_bitmap {
+            return Err(ArenaError::at(
+                ErrorKind::Overlap {
+                    what: "span bitmaps overlap or are not in span order",
+                },
+                at + 16,
+            ));
+        }
+        if boff != expect_bitmap {
+            return Err(ArenaError::at(
+                ErrorKind::BadLayout {
+                    field: "span bitmaps must tile BITMAPS without gaps",
+                },
+                at + 16,
+            ));
+        }
+        expect_bitmap = bitmaps_end;
         // ARENA-TAB-006
         if pool_get(sections.meta, s.meta_off.get(), s.meta_len.get()).is_none() {
             return Err(ArenaError::at(
@@ -623,6 +776,15 @@ pub(crate) fn validate_tables<'a>(
                 field: "spans must tile the heap without gaps",
             },
             spans_off,
+        ));
+    }
+    // ARENA-TAB-010, after the last span: every byte of BITMAPS belongs to a span.
+    if expect_bitmap != bitmaps_section.len {
+        return Err(ArenaError::at(
+            ErrorKind::BadLayout {
+                field: "span bitmaps must fill BITMAPS exactly",
+            },
+            bitmaps_section.offset.saturating_add(expect_bitmap),
         ));
     }
 
@@ -725,8 +887,11 @@ pub(crate) fn validate_tables<'a>(
     // INVARIANTS established above (relied on by `Archive` accessors and the loader):
     // - header passed ARENA-HDR-*/LAY-*; the heap is [128, 128 + heap_len), heap_len % 8 == 0;
     // - every extern name, span dep list, span bitmap pair, span meta, root name/meta lies inside
-    //   its section; spans tile the heap in id order, 8-aligned; deps are strictly increasing and
-    //   lower than their span; roots are sorted strictly by name and inside their spans;
+    //   its section; spans tile the heap in id order, 8-aligned; span bitmap pairs tile BITMAPS
+    //   in id order (pairwise disjoint); deps are strictly increasing and lower than their span;
+    //   roots are sorted strictly by name and inside their spans;
+    // - every section CRC but BITMAPS' was checked; `bitmaps` is `None` when the caller did not
+    //   provide the BITMAPS bytes;
     // - counts of externs, spans and roots fit in u32.
     Ok(Archive {
         header,
@@ -736,7 +901,10 @@ pub(crate) fn validate_tables<'a>(
         spans,
         deps,
         roots,
-        bitmaps: sections.bitmaps,
+        bitmaps: bitmaps_section.bytes,
+        bitmaps_offset: bitmaps_section.offset,
+        bitmaps_len: bitmaps_section.len,
+        bitmaps_crc: bitmaps_section.crc,
         meta: sections.meta,
         producer,
         archive_meta: sections.archive_meta,

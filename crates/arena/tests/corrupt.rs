@@ -7,7 +7,7 @@ use std::convert::Infallible;
 
 use common::{sample, PROFILE};
 use pycds_arena::layout::{self, Header};
-use pycds_arena::{Archive, ArenaError, ErrorKind, LoadError, LoadedArena, SpanId};
+use pycds_arena::{Archive, ArenaError, ErrorKind, LoadError, LoadStrategy, LoadedArena, SpanId};
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -56,17 +56,62 @@ fn every_truncation_is_rejected() {
     ));
 }
 
+/// `(file offset, length)` of the section of `kind` (raw section table, no validation).
+fn section_range(bytes: &[u8], kind: u32) -> (usize, usize) {
+    let h = header_of(bytes);
+    let ts = h.tables_start.get() as usize;
+    let n = h.section_count.get() as usize;
+    let e = <[layout::SectionEntry]>::ref_from_bytes(&bytes[ts..ts + 24 * n])
+        .unwrap()
+        .iter()
+        .find(|e| e.kind.get() == kind)
+        .copied()
+        .unwrap();
+    (e.offset.get() as usize, e.len.get() as usize)
+}
+
+/// The span entries of a (valid) archive, raw.
+fn span_entries(bytes: &[u8]) -> Vec<layout::SpanEntry> {
+    let (so, sl) = section_range(bytes, layout::SECTION_SPANS);
+    <[layout::SpanEntry]>::ref_from_bytes(&bytes[so..so + sl])
+        .unwrap()
+        .to_vec()
+}
+
+/// The span whose bitmap pair holds byte `pos` of the file (which must lie in BITMAPS).
+fn bitmaps_owner(bytes: &[u8], pos: usize) -> SpanId {
+    let (bo, _) = section_range(bytes, layout::SECTION_BITMAPS);
+    let rel = (pos - bo) as u64;
+    let i = span_entries(bytes)
+        .iter()
+        .position(|e| {
+            let off = e.bitmap_off.get();
+            (off..off + 2 * e.bitmap_len.get()).contains(&rel)
+        })
+        .expect("BITMAPS bytes all belong to a span (ARENA-TAB-010)");
+    SpanId(i as u32)
+}
+
 #[test]
 fn every_bit_flip_of_header_and_tables_is_rejected() {
     let s = sample();
     let h = header_of(&s.bytes);
     let tables_start = h.tables_start.get() as usize;
+    let (bo, bl) = section_range(&s.bytes, layout::SECTION_BITMAPS);
     let positions = (0..128).chain(tables_start..s.bytes.len());
     let mut n = 0;
     for pos in positions {
         for bit in 0..8 {
             let mut b = s.bytes.clone();
             b[pos] ^= 1 << bit;
+            if (bo..bo + bl).contains(&pos) {
+                // BITMAPS is not checked at open (ARENA-SEC-006 excludes it): its bytes are
+                // covered by the span CRCs (ARENA-TAB-010), and by the full check.
+                let a = Archive::from_bytes(&b).expect("BITMAPS is not read at open");
+                assert!(a.verify_all().is_err(), "pos {pos} bit {bit}");
+                n += 1;
+                continue;
+            }
             let e = err(&b);
             // Every flip is caught: fields checked before the header CRC report their own
             // error, everything else fails a CRC, a layout rule or a zero-padding rule.
@@ -75,6 +120,223 @@ fn every_bit_flip_of_header_and_tables_is_rejected() {
         }
     }
     assert!(n > 1000, "flipped {n} bits");
+}
+
+#[test]
+fn open_does_not_touch_bitmaps_but_the_owning_span_does() {
+    // ARENA-SEC-006 (BITMAPS excluded), ARENA-TAB-010, ARENA-SPAN-001, ARENA-SEC-008: flip every
+    // bit of BITMAPS in turn. Opening succeeds (its cost must not grow with the heap); the span
+    // whose bitmaps hold the byte fails its CRC when verified or loaded; the other spans verify;
+    // the full check fails.
+    let s = sample();
+    let (bo, bl) = section_range(&s.bytes, layout::SECTION_BITMAPS);
+    assert!(bl > 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.arena");
+    for pos in bo..bo + bl {
+        let owner = bitmaps_owner(&s.bytes, pos);
+        for bit in 0..8 {
+            let mut b = s.bytes.clone();
+            b[pos] ^= 1 << bit;
+            let a = Archive::from_bytes(&b).expect("open does not read BITMAPS");
+            for i in 0..a.span_count() {
+                let r = a.verify_span(SpanId(i));
+                if SpanId(i) == owner {
+                    let e = r.unwrap_err();
+                    assert!(
+                        matches!(e.kind, ErrorKind::SpanChecksum { span, .. } if span == owner.0),
+                        "pos {pos} bit {bit}: {e}"
+                    );
+                } else {
+                    r.unwrap();
+                }
+            }
+            let e = a.verify_all().unwrap_err();
+            assert!(
+                matches!(e.kind, ErrorKind::SpanChecksum { span, .. } if span == owner.0),
+                "{e}"
+            );
+            let arena = LoadedArena::from_bytes(&b).expect("open does not read BITMAPS");
+            let r = arena.load_span::<Infallible>(owner, &mut |_| Ok(()), &mut |_, _| Ok(8));
+            assert!(
+                matches!(r, Err(LoadError::Arena(ref e)) if matches!(e.kind, ErrorKind::SpanChecksum { .. })),
+                "pos {pos} bit {bit}"
+            );
+            assert!(!arena.is_loaded(owner));
+            // From a file, with both strategies (once per byte is enough).
+            if bit == 0 {
+                std::fs::write(&path, &b).unwrap();
+                for strategy in [LoadStrategy::Map, LoadStrategy::Read] {
+                    let arena = LoadedArena::open(&path, strategy).expect("open");
+                    let r =
+                        arena.load_span::<Infallible>(owner, &mut |_| Ok(()), &mut |_, _| Ok(8));
+                    assert!(
+                        matches!(r, Err(LoadError::Arena(ref e)) if matches!(e.kind, ErrorKind::SpanChecksum { .. })),
+                        "{strategy:?} pos {pos}"
+                    );
+                    // A span that neither is nor depends on the owner still loads.
+                    for i in 0..arena.archive().span_count() {
+                        let deps = arena.archive().span(SpanId(i)).unwrap().deps.to_vec();
+                        if SpanId(i) != owner && !deps.contains(&owner) {
+                            arena
+                                .load_span::<Infallible>(SpanId(i), &mut |_| Ok(()), &mut |_, _| {
+                                    Ok(8)
+                                })
+                                .unwrap();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bitmaps_section_crc_is_checked_by_the_full_check_only() {
+    // ARENA-SEC-008: a wrong BITMAPS CRC in the section table (with the section table CRC and
+    // the header CRC recomputed) passes open and every span, and fails `verify_all`.
+    let s = sample();
+    let mut b = s.bytes.clone();
+    let h = header_of(&b);
+    let ts = h.tables_start.get() as usize;
+    let n = h.section_count.get() as usize;
+    let mut entries = <[layout::SectionEntry]>::ref_from_bytes(&b[ts..ts + 24 * n])
+        .unwrap()
+        .to_vec();
+    let e = entries
+        .iter_mut()
+        .find(|e| e.kind.get() == layout::SECTION_BITMAPS)
+        .unwrap();
+    e.crc = U32::new(e.crc.get() ^ 1);
+    b[ts..ts + 24 * n].copy_from_slice(entries.as_bytes());
+    let table_crc = layout::crc32(entries.as_bytes());
+    patch_header(&mut b, |h| h.section_table_crc = U32::new(table_crc));
+
+    let a = Archive::from_bytes(&b).expect("BITMAPS CRC is not checked at open");
+    for i in 0..a.span_count() {
+        a.verify_span(SpanId(i)).unwrap();
+    }
+    let e = a.verify_all().unwrap_err();
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::TableChecksum {
+                section: layout::SECTION_BITMAPS,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.offset,
+        Some(section_range(&b, layout::SECTION_BITMAPS).0 as u64)
+    );
+    // A loader never checks it: every span loads.
+    let arena = LoadedArena::from_bytes(&b).unwrap();
+    for i in 0..a.span_count() {
+        arena
+            .load_span::<Infallible>(SpanId(i), &mut |_| Ok(()), &mut |_, _| Ok(8))
+            .unwrap();
+    }
+}
+
+/// Inserts `extra` zero bytes at the end of the BITMAPS section (shifting the later sections and
+/// growing the file), then fixes every CRC: BITMAPS then holds bytes that belong to no span.
+fn grow_bitmaps(bytes: &[u8], extra: usize) -> Vec<u8> {
+    assert_eq!(extra % 8, 0);
+    let h = header_of(bytes);
+    let ts = h.tables_start.get() as usize;
+    let n = h.section_count.get() as usize;
+    let (bo, bl) = section_range(bytes, layout::SECTION_BITMAPS);
+    let mut b = bytes.to_vec();
+    b.splice(bo + bl..bo + bl, std::iter::repeat(0u8).take(extra));
+    let mut entries = <[layout::SectionEntry]>::ref_from_bytes(&b[ts..ts + 24 * n])
+        .unwrap()
+        .to_vec();
+    for e in &mut entries {
+        if e.kind.get() == layout::SECTION_BITMAPS {
+            e.len = U64::new(e.len.get() + extra as u64);
+        } else if e.kind.get() > layout::SECTION_BITMAPS {
+            e.offset = U64::new(e.offset.get() + extra as u64);
+        }
+    }
+    b[ts..ts + 24 * n].copy_from_slice(entries.as_bytes());
+    let len = b.len() as u64;
+    patch_header(&mut b, |h| {
+        h.file_len = U64::new(len);
+        h.tables_len = U64::new(h.tables_len.get() + extra as u64);
+    });
+    fix_crcs(&b, |_| {})
+}
+
+#[test]
+fn span_bitmaps_must_tile_bitmaps() {
+    // ARENA-TAB-010, checked at open from the SPANS table only.
+    let s = sample();
+    // The writer satisfies it (and so do the gold files: tests/golden.rs).
+    let spans = span_entries(&s.bytes);
+    let mut expect = 0;
+    for e in &spans {
+        assert_eq!(e.bitmap_off.get(), expect);
+        expect += 2 * e.bitmap_len.get();
+    }
+    assert_eq!(
+        expect as usize,
+        section_range(&s.bytes, layout::SECTION_BITMAPS).1
+    );
+
+    let (so, _) = section_range(&s.bytes, layout::SECTION_SPANS);
+    let set_off = |i: usize, off: u64| {
+        fix_crcs(&s.bytes, |b| {
+            let o = so + 56 * i + 16;
+            b[o..o + 8].copy_from_slice(&off.to_le_bytes());
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.arena");
+    let rejected_everywhere = |b: &[u8]| -> ArenaError {
+        assert!(LoadedArena::from_bytes(b).is_err());
+        std::fs::write(&path, b).unwrap();
+        for strategy in [LoadStrategy::Map, LoadStrategy::Read] {
+            assert!(LoadedArena::open(&path, strategy).unwrap_err().is_corrupt());
+        }
+        err(b)
+    };
+    // Overlap: span 1 shares span 0's bitmaps (each span CRC would still match its bytes).
+    let e = rejected_everywhere(&set_off(1, 0));
+    assert!(matches!(e.kind, ErrorKind::Overlap { .. }), "{e}");
+    assert_eq!(e.offset, Some(so as u64 + 56 + 16));
+    // Overlap: span 2's pair starts inside span 1's.
+    let e = rejected_everywhere(&set_off(2, spans[1].bitmap_off.get() + 8));
+    assert!(matches!(e.kind, ErrorKind::Overlap { .. }), "{e}");
+    // Gap: span 0 does not start at 0 (span 1's pair is still inside BITMAPS).
+    let e = rejected_everywhere(&set_off(0, 8));
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::BadLayout {
+                field: "span bitmaps must tile BITMAPS without gaps"
+            }
+        ),
+        "{e}"
+    );
+    // ARENA-TAB-005 comes first: a pair outside BITMAPS.
+    let e = err(&set_off(2, 1 << 20));
+    assert!(matches!(e.kind, ErrorKind::OutOfBounds { .. }), "{e}");
+    // Trailing bytes: BITMAPS longer than the spans' pairs.
+    let grown = grow_bitmaps(&s.bytes, 8);
+    let e = rejected_everywhere(&grown);
+    assert!(
+        matches!(
+            e.kind,
+            ErrorKind::BadLayout {
+                field: "span bitmaps must fill BITMAPS exactly"
+            }
+        ),
+        "{e}"
+    );
+    // `grow_bitmaps` itself keeps everything else valid: growing by 0 is the identity.
+    assert_eq!(grow_bitmaps(&s.bytes, 0), s.bytes);
 }
 
 #[test]
@@ -595,6 +857,8 @@ fn random_bytes_never_panic() {
         x ^= x << 17;
         x
     };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.arena");
     for round in 0..3000 {
         let mut b = s.bytes.clone();
         for _ in 0..1 + next() % 4 {
@@ -606,6 +870,17 @@ fn random_bytes_never_panic() {
         } else {
             b
         };
+        // Every way of opening agrees with `Archive::from_bytes` (the loaders validate the
+        // tables without the BITMAPS section, which they do not read at open).
+        let opens = Archive::from_bytes(&b).is_ok();
+        assert_eq!(LoadedArena::from_bytes(&b).is_ok(), opens, "round {round}");
+        if round % 8 == 0 {
+            std::fs::write(&path, &b).unwrap();
+            for strategy in [LoadStrategy::Map, LoadStrategy::Read] {
+                let r = LoadedArena::open(&path, strategy);
+                assert_eq!(r.is_ok(), opens, "round {round} {strategy:?}: {r:?}");
+            }
+        }
         if let Ok(a) = Archive::from_bytes(&b) {
             let _ = a.verify_all();
             for i in 0..a.root_count() {

@@ -175,3 +175,66 @@ fn read_strategy_survives_truncation_after_open() {
     assert!(matches!(e, LoadError::Arena(ref e) if matches!(e.kind, ErrorKind::Io(_))));
     assert!(!arena.is_loaded(SpanId(0)));
 }
+
+/// File offset of the first byte of span 0's bitmaps (its internal bitmap), from the raw tables.
+fn span0_bitmaps_offset(bytes: &[u8]) -> u64 {
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let ts = u64_at(88) as usize;
+    let n = u32_at(112) as usize;
+    let sec = |kind: u32| {
+        (0..n)
+            .map(|i| ts + 24 * i)
+            .find(|&e| u32_at(e) == kind)
+            .map(|e| u64_at(e + 8))
+            .unwrap()
+    };
+    let (bitmaps, spans) = (sec(6), sec(3) as usize);
+    bitmaps + u64_at(spans + 16)
+}
+
+#[test]
+fn read_strategy_reads_span_bitmaps_at_load_not_at_open() {
+    // Not something clients should do (files are published with write_atomic), but it shows
+    // what the Read strategy reads when: span bitmaps are read (and checked through the span
+    // CRC) when their span loads, not at open.
+    use std::os::unix::fs::FileExt;
+    let s = sample();
+    let at = span0_bitmaps_offset(&s.bytes);
+    let good = s.bytes[at as usize];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("b.arena");
+    let poke = |v: u8| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .write_all_at(&[v], at)
+            .unwrap();
+    };
+    let load0 = |arena: &LoadedArena| {
+        arena.load_span::<Infallible>(SpanId(0), &mut |_| Ok(()), &mut |_, n| Ok(fake_addr(n)))
+    };
+
+    // Corrupt at open, repaired before the load: open does not read (or check) BITMAPS, the
+    // load reads the repaired bytes.
+    fs::write(&p, &s.bytes).unwrap();
+    poke(good ^ 0x80);
+    let arena = LoadedArena::open(&p, LoadStrategy::Read).expect("BITMAPS not read at open");
+    poke(good);
+    load0(&arena).expect("bitmaps read at load");
+    assert_eq!(
+        read_word(&arena, s.internal[0].0),
+        arena.base() as u64 + s.internal[0].1
+    );
+
+    // Intact at open, corrupted before the load: the span CRC catches it.
+    let arena = LoadedArena::open(&p, LoadStrategy::Read).unwrap();
+    poke(good ^ 0x80);
+    let e = load0(&arena).unwrap_err();
+    assert!(
+        matches!(e, LoadError::Arena(ref e) if matches!(e.kind, ErrorKind::SpanChecksum { span: 0, .. })),
+        "{e}"
+    );
+    assert!(!arena.is_loaded(SpanId(0)));
+}

@@ -12,17 +12,38 @@ fn spec(name: &str) -> String {
 
 #[test]
 fn requirement_ids_appear_in_spec_in_order() {
+    // Section 7 defines each requirement once, as a numbered step `N. **ARENA-XXX-NNN** ...`;
+    // the steps are numbered 1, 2, 3, ... and define exactly the ids of `REQUIREMENTS`, in the
+    // same order. (Ids are stable: a rule added later gets a new id at its place in the order,
+    // e.g. ARENA-TAB-010 right after ARENA-TAB-005, ARENA-SEC-008 last.)
     let text = spec("format.md");
-    let section = &text[text.find("## 7. Validation").expect("validation chapter")..];
-    let mut last = 0;
-    for (id, _) in REQUIREMENTS {
-        let needle = format!("**{id}**");
-        let pos = section
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{id} missing from spec/format.md section 7"));
-        assert!(pos > last || last == 0, "{id} out of order in the spec");
-        last = pos;
+    let start = text.find("## 7. Validation").expect("validation chapter");
+    let end = text[start..]
+        .find("\n## 8.")
+        .map_or(text.len(), |e| start + e);
+    let section = &text[start..end];
+    let steps: Vec<(usize, &str)> = section
+        .lines()
+        .filter_map(|line| {
+            let (num, rest) = line.split_once(". **")?;
+            let num: usize = num.trim().parse().ok()?;
+            let id = rest.split_once("**")?.0;
+            id.starts_with("ARENA-").then_some((num, id))
+        })
+        .collect();
+    let ids: Vec<&str> = steps.iter().map(|&(_, id)| id).collect();
+    let want: Vec<&str> = REQUIREMENTS.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, want, "section 7 steps vs REQUIREMENTS");
+    for (i, &(num, id)) in steps.iter().enumerate() {
+        assert_eq!(num, i + 1, "{id} is step {num}, expected step {}", i + 1);
     }
+    // Every bold id in section 7 is a step (so no requirement is defined twice).
+    assert_eq!(section.matches("**ARENA-").count(), want.len());
+    // Ids are unique.
+    let mut sorted = want.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), want.len(), "duplicate requirement ids");
 }
 
 #[test]
