@@ -357,6 +357,8 @@ pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
             .check_span(&view, &externs, &span_roots[i as usize])?
             .objects;
     }
+    // Every span passed; the full check adds what no span covers (ARENA-SEC-008).
+    a.verify_all()?;
     Ok(VerifyReport {
         version,
         roots: a.root_count(),
