@@ -83,18 +83,7 @@ impl LoadedArchive {
         a.check_profile(&rt.fingerprint.profile())?;
         let externs = ExternTable::from_archive(a)?;
         let nspans = a.span_count() as usize;
-        let mut span_roots = vec![Vec::new(); nspans];
-        for i in 0..a.root_count() {
-            let r = a.root(i).ok_or(HookError::Format(
-                pycds_pyformat::PyFormatError::BadRootMeta {
-                    what: "missing root",
-                },
-            ))?;
-            let (kind, _) = decode_root_meta(r.meta)?;
-            if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
-                v.push((r.object, kind == RootKind::Holder));
-            }
-        }
+        let span_roots = roots_by_span(a)?;
         let status = (0..nspans).map(|_| AtomicU8::new(UNLOADED)).collect();
         Ok(LoadedArchive {
             arena: arena.leak(),
@@ -296,6 +285,24 @@ impl LoadedArchive {
     }
 }
 
+/// For each span, its roots as `(object offset, is a holder tuple)`: what the checker
+/// must confirm are objects of that span. Cost: number of roots.
+fn roots_by_span(a: &pycds_arena::Archive<'_>) -> HookResult<Vec<Vec<(u64, bool)>>> {
+    let mut span_roots = vec![Vec::new(); a.span_count() as usize];
+    for i in 0..a.root_count() {
+        let r = a.root(i).ok_or(HookError::Format(
+            pycds_pyformat::PyFormatError::BadRootMeta {
+                what: "missing root",
+            },
+        ))?;
+        let (kind, _) = decode_root_meta(r.meta)?;
+        if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
+            v.push((r.object, kind == RootKind::Holder));
+        }
+    }
+    Ok(span_roots)
+}
+
 /// What [`verify_bytes`] found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
@@ -340,15 +347,7 @@ pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
     let a = pycds_arena::Archive::from_bytes(bytes)?;
     let version = archive_version(&a)?;
     let externs = ExternTable::from_archive(&a)?;
-    let mut span_roots = vec![Vec::new(); a.span_count() as usize];
-    for i in 0..a.root_count() {
-        if let Some(r) = a.root(i) {
-            let (kind, _) = decode_root_meta(r.meta)?;
-            if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
-                v.push((r.object, kind == RootKind::Holder));
-            }
-        }
-    }
+    let span_roots = roots_by_span(&a)?;
     let mut checker = Checker::new(version.layout());
     let mut objects = 0;
     for i in 0..a.span_count() {
