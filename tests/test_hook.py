@@ -697,3 +697,37 @@ def test_pth_does_nothing_without_mode(tmp_path):
         p = ok(run(["-c", "import sys; print(sorted(m for m in sys.modules if 'pycds' in m))"],
                    cwd=tmp_path, PYCDSLIST="x", PYCDSARCHIVE="y", **values))
         assert p.stdout == "[]\n"
+
+
+def test_unusual_packages_and_self_reimport(tmp_path):
+    # A namespace package (``__path__`` is a _NamespacePath), a package that replaces its
+    # ``__path__`` with a tuple, a module that imports itself while it runs, and a module
+    # reloaded with importlib.reload: all served, all behaving as in a normal import.
+    write(tmp_path / "ns" / "sub.py", "VALUE = 'ns.sub'\n")
+    write(tmp_path / "tpkg" / "__init__.py", "__path__ = tuple(__path__)\n")
+    write(tmp_path / "tpkg" / "child.py", "VALUE = 'tpkg.child'\n")
+    write(tmp_path / "selfimp.py", """\
+        import selfimp
+        FIRST = selfimp is __import__('sys').modules[__name__]
+        COUNT = 1
+    """)
+    write(tmp_path / "reloaded.py", """\
+        import sys
+        RUNS = getattr(sys.modules[__name__], 'RUNS', 0) + 1
+    """)
+    write(tmp_path / "main.py", """\
+        import importlib, ns.sub, tpkg.child, selfimp, reloaded
+        importlib.reload(reloaded)
+        print(ns.sub.VALUE, type(ns.__path__).__name__, tpkg.child.VALUE, type(tpkg.__path__).__name__,
+              selfimp.FIRST, selfimp.COUNT, reloaded.RUNS)
+    """)
+    plain = ok(run(["main.py"], cwd=tmp_path))
+    lst, img = tmp_path / "u.lst", tmp_path / "u.img"
+    trace_dump(["main.py"], tmp_path, lst, img)
+    p = ok(run(["main.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img, PYCDSVERBOSE="1"))
+    assert p.stdout == plain.stdout
+    assert plain.stdout.split() == ["ns.sub", "_NamespacePath", "tpkg.child", "tuple", "True", "1", "2"]
+    served = served_lines(p.stderr)
+    for name in ("ns.sub", "tpkg", "tpkg.child", "selfimp", "reloaded"):
+        assert name in served, (name, p.stderr)
+    assert without_served(p.stderr) == ""
