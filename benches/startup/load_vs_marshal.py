@@ -16,19 +16,8 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_WORKLOAD = os.path.join(HERE, "..", "..", "..", "shared", "bench", "workloads", "W1.py")
-
-LIST_MODULES = r"""
-import sys, json, importlib.machinery as m
-exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"), {"__name__": "workload"})
-out = []
-for name, mod in list(sys.modules.items()):
-    spec = getattr(mod, "__spec__", None)
-    if spec and isinstance(spec.loader, m.SourceFileLoader) and spec.cached and name != "__main__":
-        out.append((name, spec.origin, spec.cached))
-print(json.dumps(out))
-"""
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_bench_archive import DEFAULT_WORKLOAD, save_code_archive, workload_modules  # noqa: E402
 
 MARSHAL_CHILD = r"""
 import marshal, resource, sys, time, json
@@ -61,18 +50,10 @@ def main():
     ap.add_argument("--load", choices=("read", "map"), default="read")
     args = ap.parse_args()
     py = sys.executable
-    mods = json.loads(subprocess.check_output([py, "-c", LIST_MODULES, args.workload]))
+    mods = workload_modules(args.workload, py)
     with tempfile.TemporaryDirectory() as d:
-        import marshal
-        import pycds
-        roots = {}
-        pyc_bytes = 0
-        for name, origin, cached in mods:
-            data = open(cached, "rb").read()
-            pyc_bytes += len(data) - 16
-            roots[name] = marshal.loads(data[16:])
         img = os.path.join(d, "w.img")
-        pycds.save(img, roots)
+        pyc_bytes = save_code_archive(mods, img)
         size = os.path.getsize(img)
         cached_list = os.path.join(d, "cached.json")
         names_list = os.path.join(d, "names.json")

@@ -2,8 +2,6 @@
 //! right thing".
 
 use pycds_arena::{Archive, ExternId, Slot, SpanId, SpanView};
-use pycds_pyformat::meta::{decode_root_meta, RootKind};
-use pycds_pyformat::profile::split_archive_meta;
 use pycds_pyformat::{Layout, PyVersion, SpanPlan};
 
 /// A copy of `data` with every checksum recomputed from the (possibly garbage) raw fields,
@@ -99,28 +97,15 @@ pub fn variants(data: &[u8]) -> impl Iterator<Item = std::borrow::Cow<'_, [u8]>>
 /// The three supported layouts.
 pub const VERSIONS: [PyVersion; 3] = [PyVersion::V3_11, PyVersion::V3_12, PyVersion::V3_13];
 
-/// The release named by the archive's fingerprint (`hexversion=` line of the archive meta),
-/// as `pycds-pyhook` determines it.
+/// The CPython release an archive was written for (from its fingerprint), if it names one.
 pub fn archive_version(a: &Archive<'_>) -> Option<PyVersion> {
-    let (fp, _) = split_archive_meta(a.archive_meta());
-    let text = core::str::from_utf8(fp).ok()?;
-    let hex = text.lines().find_map(|l| l.strip_prefix("hexversion="))?;
-    let hex = u32::from_str_radix(hex.trim_start_matches("0x"), 16).ok()?;
-    PyVersion::from_major_minor(hex >> 24, (hex >> 16) & 0xff)
+    pycds_pyformat::profile::archive_version(a).ok()
 }
 
 /// The roots of each span as the loader hands them to the checker: (object, is_holder).
 /// `None` when a root's metadata is malformed (the loader refuses the archive then).
 pub fn span_roots(a: &Archive<'_>) -> Option<Vec<Vec<(u64, bool)>>> {
-    let mut out = vec![Vec::new(); a.span_count() as usize];
-    for i in 0..a.root_count() {
-        let r = a.root(i).expect("root(i) for i < root_count()");
-        let (kind, _) = decode_root_meta(r.meta).ok()?;
-        out.get_mut(r.span.0 as usize)
-            .expect("a validated root names a valid span")
-            .push((r.object, kind == RootKind::Holder));
-    }
-    Some(out)
+    pycds_pyformat::meta::span_roots(a).ok()
 }
 
 /// Table-level invariants any archive that `Archive::from_bytes` accepted must satisfy.

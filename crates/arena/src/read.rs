@@ -267,6 +267,18 @@ impl<'a> SpanView<'a> {
         })
     }
 
+    /// The internal-slot bitmap: bit `i % 8` of byte `i / 8` is set when word `i` of the span
+    /// (base-relative offset `start() + 8 * i`) is an internal slot. Padding bits are zero and
+    /// no bit is set in both bitmaps (verified).
+    pub fn internal_bitmap(&self) -> &'a [u8] {
+        self.internal
+    }
+
+    /// The external-slot bitmap, laid out as [`SpanView::internal_bitmap`].
+    pub fn external_bitmap(&self) -> &'a [u8] {
+        self.external
+    }
+
     /// All external slots as `(slot offset, extern id)`, in increasing slot order.
     pub fn external_slots(&self) -> impl Iterator<Item = (u64, ExternId)> + 'a {
         let (bytes, start) = (self.bytes, self.start);

@@ -10,10 +10,16 @@
 //! the span and hand its objects out. Bytecode itself is not verified (neither is it in a
 //! `.pyc`): an archive is code, see `spec/security.md`.
 //!
+//! The walk works on word indices into the span. It records where pointer fields are in a
+//! bitmap of its own and compares it with the arena's slot bitmaps once at the end (so
+//! "every slot is a pointer field and every pointer field a slot" costs one pass over the
+//! bitmaps, not a lookup per field). References to objects already walked are checked on
+//! the spot (the writer emits children before parents), the rest after the walk.
+//!
 //! The result is a [`SpanPlan`]: the strings to intern with the slots that refer to each,
 //! the frozensets to build with their slots, and the code objects.
 
-use pycds_arena::{Slot, SpanView};
+use pycds_arena::{ExternId, SpanView};
 
 use crate::error::PyFormatError;
 use crate::externs::{ExternKind, ExternTable, TypeTag};
@@ -28,9 +34,12 @@ const CO_FAST_FREE: u8 = 0x80;
 const CO_VARARGS: i32 = 0x4;
 const CO_VARKEYWORDS: i32 = 0x8;
 
-const ROLE_TUPLE_ITEM: u8 = 1;
-/// Flag in `Checker::types`: this tuple was already verified to hold only str.
+/// `Checker::types`, per word: the [`TypeTag`] of the object starting there (0: none) ...
+const TAG_MASK: u8 = 0x07;
+/// ... this tuple was already verified to hold only str ...
 const NAMES_CHECKED: u8 = 0x40;
+/// ... and the span metadata lists this word as a string to intern.
+const INTERN: u8 = 0x80;
 
 /// What the loader must do to a span after relocation.
 #[derive(Debug, Default, Clone)]
@@ -78,11 +87,27 @@ impl Expect {
             Expect::Bytes => t == TypeTag::Bytes,
         }
     }
+
+    /// Whether an extern of kind `k` may stand in a field expecting `self`.
+    fn accepts_extern(self, k: ExternKind) -> bool {
+        match (self, k) {
+            (_, ExternKind::Type(_)) => false,
+            (Expect::Any, _) => true,
+            (Expect::Tuple | Expect::TupleOfStr, ExternKind::EmptyTuple) => true,
+            (
+                Expect::Str,
+                ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_),
+            ) => true,
+            (Expect::Bytes, ExternKind::EmptyBytes | ExternKind::Byte(_)) => true,
+            _ => false,
+        }
+    }
 }
 
+/// The counts of a code object, checked against its name tables after the walk.
 struct PendingCode {
-    obj: u64,
-    units: u64,
+    /// word index of the object
+    obj: usize,
     nlocalsplus: i32,
     nlocals: i32,
     ncellvars: i32,
@@ -93,90 +118,139 @@ struct PendingCode {
     flags: i32,
 }
 
+impl core::fmt::Debug for PendingCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "PendingCode@word {}", self.obj)
+    }
+}
+
 /// Reusable checker (keeps its scratch buffers between spans, so checking allocates
 /// nothing per object).
 #[derive(Debug)]
 pub struct Checker {
     layout: &'static Layout,
-    /// per 8-byte word of the span: type tag of the object starting there
+    /// per word of the span: tag of the object starting there, plus flags
     types: Vec<u8>,
-    /// per 8-byte word of the span: role of the slot there
-    roles: Vec<u8>,
-    /// (slot, target, expectation) for forward internal references (checked after the walk)
-    pending: Vec<(u64, u64, Expect)>,
-    codes: Vec<PendingCode>,
-    /// per 8-byte word: index of the interned string starting there, or `u32::MAX`
+    /// bitmap, one bit per word: the pointer fields found by the walk
+    expect: Vec<u64>,
+    /// bitmap, one bit per word: tuple items (the only place a frozenset may go)
+    items: Vec<u64>,
+    /// per word: index of the interned string starting there; meaningful only where
+    /// `types` has `INTERN` (so it is never cleared, only grown)
     intern_idx: Vec<u32>,
+    /// (slot word, target word, expectation) for forward internal references
+    pending: Vec<(usize, usize, Expect)>,
+    codes: Vec<PendingCode>,
     /// references per interned string
     counts: Vec<u32>,
     /// (interned string index, slot)
     redirect: Vec<(u32, u64)>,
-    /// start of the object being walked (references below it are checked at once)
-    cur: u64,
-}
-
-impl core::fmt::Debug for PendingCode {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PendingCode@{:#x}", self.obj)
-    }
-}
-
-struct Ctx<'v, 'a> {
-    view: &'v SpanView<'a>,
-    externs: &'v ExternTable,
-    start: u64,
-    len: u64,
-    slots_seen: u64,
+    /// first word of the object being walked (references below it are checked at once)
+    cur: usize,
 }
 
 fn bad(offset: u64, what: &'static str) -> PyFormatError {
     PyFormatError::BadObject { offset, what }
 }
 
-impl<'v, 'a> Ctx<'v, 'a> {
-    fn bytes(&self, abs: u64, n: u64) -> Result<&'a [u8], PyFormatError> {
-        let rel = abs
-            .checked_sub(self.start)
-            .ok_or_else(|| bad(abs, "outside span"))?;
-        let end = rel
-            .checked_add(n)
-            .ok_or_else(|| bad(abs, "size overflow"))?;
-        if end > self.len {
-            return Err(bad(abs, "object extends past the end of its span"));
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    let s = b.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(s.try_into().ok()?))
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(s.try_into().ok()?))
+}
+
+fn le_i16(b: &[u8], at: usize) -> Option<i16> {
+    let s = b.get(at..at.checked_add(2)?)?;
+    Some(i16::from_le_bytes(s.try_into().ok()?))
+}
+
+fn bit(bitmap: &[u8], w: usize) -> bool {
+    bitmap.get(w >> 3).is_some_and(|b| (b >> (w & 7)) & 1 == 1)
+}
+
+fn set_bit(bitmap: &mut [u64], w: usize) {
+    if let Some(c) = bitmap.get_mut(w >> 6) {
+        *c |= 1 << (w & 63);
+    }
+}
+
+fn tag_of(t: u8) -> Option<TypeTag> {
+    TypeTag::from_u8(t & TAG_MASK)
+}
+
+/// The span under check: its bytes and slot bitmaps, addressed by span-relative byte
+/// offsets (`b`) or word indices (`w`); errors carry base-relative offsets.
+struct Span<'a> {
+    bytes: &'a [u8],
+    internal: &'a [u8],
+    external: &'a [u8],
+    start: u64,
+    len: u64,
+}
+
+impl<'a> Span<'a> {
+    fn abs(&self, b: usize) -> u64 {
+        self.start + b as u64
+    }
+    fn past_end(&self, b: usize) -> PyFormatError {
+        bad(self.abs(b), "object extends past the end of its span")
+    }
+    fn word(&self, w: usize) -> Result<u64, PyFormatError> {
+        let b = w.wrapping_mul(8);
+        le_u64(self.bytes, b).ok_or_else(|| self.past_end(b))
+    }
+    fn u64_at(&self, b: usize) -> Result<u64, PyFormatError> {
+        le_u64(self.bytes, b).ok_or_else(|| self.past_end(b))
+    }
+    fn u32_at(&self, b: usize) -> Result<u32, PyFormatError> {
+        le_u32(self.bytes, b).ok_or_else(|| self.past_end(b))
+    }
+    fn i32_at(&self, b: usize) -> Result<i32, PyFormatError> {
+        Ok(self.u32_at(b)? as i32)
+    }
+    fn i16_at(&self, b: usize) -> Result<i16, PyFormatError> {
+        le_i16(self.bytes, b).ok_or_else(|| self.past_end(b))
+    }
+    fn slice(&self, b: usize, n: u64) -> Result<&'a [u8], PyFormatError> {
+        usize::try_from(n)
+            .ok()
+            .and_then(|n| b.checked_add(n))
+            .and_then(|e| self.bytes.get(b..e))
+            .ok_or_else(|| self.past_end(b))
+    }
+    /// The extern id in word `w`, if it is an external slot.
+    fn extern_at(&self, w: usize) -> Option<ExternId> {
+        if bit(self.external, w) {
+            // Fits in u32: the arena checked it is below the extern count.
+            le_u64(self.bytes, w.wrapping_mul(8)).map(|v| ExternId(v as u32))
+        } else {
+            None
         }
-        self.view
-            .bytes()
-            .get(rel as usize..end as usize)
-            .ok_or_else(|| bad(abs, "outside span"))
     }
-    fn u64(&self, abs: u64) -> Result<u64, PyFormatError> {
-        let b = self.bytes(abs, 8)?;
-        Ok(u64::from_le_bytes(
-            b.try_into().map_err(|_| bad(abs, "short read"))?,
-        ))
-    }
-    fn i64(&self, abs: u64) -> Result<i64, PyFormatError> {
-        Ok(self.u64(abs)? as i64)
-    }
-    fn u32(&self, abs: u64) -> Result<u32, PyFormatError> {
-        let b = self.bytes(abs, 4)?;
-        Ok(u32::from_le_bytes(
-            b.try_into().map_err(|_| bad(abs, "short read"))?,
-        ))
-    }
-    fn i32(&self, abs: u64) -> Result<i32, PyFormatError> {
-        Ok(self.u32(abs)? as i32)
-    }
-    fn i16(&self, abs: u64) -> Result<i16, PyFormatError> {
-        let b = self.bytes(abs, 2)?;
-        Ok(i16::from_le_bytes([b[0], b[1]]))
-    }
-    /// A plain word: no slot, given value.
-    fn plain(&self, abs: u64, want: u64, what: &'static str) -> Result<(), PyFormatError> {
-        if !matches!(self.view.slot(abs), Slot::None) || self.u64(abs)? != want {
-            return Err(bad(abs, what));
+    /// The span-relative word of the object an internal slot at word `w` refers to, if `w`
+    /// is an internal slot.
+    fn internal_at(&self, w: usize) -> Option<u64> {
+        if bit(self.internal, w) {
+            le_u64(self.bytes, w.wrapping_mul(8))
+        } else {
+            None
         }
-        Ok(())
+    }
+    /// Word `i` of 64 of a bitmap.
+    fn chunk(bitmap: &[u8], i: usize) -> u64 {
+        le_u64(bitmap, i.wrapping_mul(8))
+            .or_else(|| {
+                // a short last chunk (bitmaps are whole u64 words, but stay total)
+                let rest = bitmap.get(i.checked_mul(8)?..)?;
+                let mut w = [0u8; 8];
+                w.get_mut(..rest.len())?.copy_from_slice(rest);
+                Some(u64::from_le_bytes(w))
+            })
+            .unwrap_or(0)
     }
 }
 
@@ -186,10 +260,11 @@ impl Checker {
         Checker {
             layout,
             types: Vec::new(),
-            roles: Vec::new(),
+            expect: Vec::new(),
+            items: Vec::new(),
+            intern_idx: Vec::new(),
             pending: Vec::new(),
             codes: Vec::new(),
-            intern_idx: Vec::new(),
             counts: Vec::new(),
             redirect: Vec::new(),
             cur: 0,
@@ -206,110 +281,145 @@ impl Checker {
     ) -> Result<SpanPlan, PyFormatError> {
         let start = view.start();
         let len = view.len();
-        let words = (len / 8) as usize;
-        self.types.clear();
-        self.types.resize(words, 0);
-        self.roles.clear();
-        self.roles.resize(words, 0);
-        self.pending.clear();
-        self.codes.clear();
-        let mut cx = Ctx {
-            view,
-            externs,
+        let words = usize::try_from(len / 8).map_err(|_| bad(start, "span too large"))?;
+        let sp = Span {
+            bytes: view.bytes(),
+            internal: view.internal_bitmap(),
+            external: view.external_bitmap(),
             start,
             len,
-            slots_seen: 0,
         };
+        self.types.clear();
+        self.types.resize(words, 0);
+        let chunks = words.div_ceil(64);
+        self.expect.clear();
+        self.expect.resize(chunks, 0);
+        self.items.clear();
+        self.items.resize(chunks, 0);
+        if self.intern_idx.len() < words {
+            self.intern_idx.resize(words, 0);
+        }
+        self.pending.clear();
+        self.codes.clear();
+        self.counts.clear();
+        self.redirect.clear();
         let mut plan = SpanPlan::default();
         let l = self.layout;
 
         // 1. The strings to intern (from the span metadata), so that references to them
         //    can be collected during the walk.
         let meta = SpanMeta::parse(view.meta())?;
-        self.intern_idx.clear();
-        self.intern_idx.resize(words, u32::MAX);
-        self.counts.clear();
-        self.redirect.clear();
         let mut last = None;
         for rel in meta.interns() {
-            let rel = u64::from(rel);
-            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= len {
+            let rel = rel as usize;
+            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= len {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "intern list not sorted or out of span",
                 });
             }
             last = Some(rel);
-            self.intern_idx[(rel / 8) as usize] = self.counts.len() as u32;
+            let w = rel / 8;
+            if let (Some(t), Some(i)) = (self.types.get_mut(w), self.intern_idx.get_mut(w)) {
+                *t = INTERN;
+                *i = self.counts.len() as u32;
+            }
             self.counts.push(0);
-            plan.interns.push((start + rel, 0..0));
+            plan.interns.push((start + rel as u64, 0..0));
         }
 
-        // 2. Walk the objects in order. The writer emits children before parents, so
-        //    nearly every reference points backwards and is checked on the spot.
-        let mut p = 0u64;
-        while p < len {
-            let abs = start + p;
-            let first = cx.u64(abs)?;
-            let (obj, gc) = if first == 0 {
-                cx.plain(abs, 0, "bad GC head")?;
-                cx.plain(abs + 8, 0, "bad GC head")?;
-                (abs + l.gc_head as u64, true)
+        // 2. Walk the objects in order.
+        let gc_words = l.gc_head / 8;
+        let mut w = 0usize;
+        while w < words {
+            let (obj, gc) = if sp.word(w)? == 0 {
+                if sp.word(w + 1)? != 0 {
+                    return Err(bad(sp.abs(8 * w + 8), "bad GC head"));
+                }
+                (w + gc_words, true)
             } else {
-                (abs, false)
+                (w, false)
             };
-            self.cur = abs;
-            cx.plain(obj, l.refcnt, "bad reference count")?;
-            let tag = match view.slot(obj + l.ob_type as u64) {
-                Slot::External(id) => match externs.kind(id) {
+            self.cur = w;
+            let ob = 8 * obj;
+            if sp.word(obj)? != l.refcnt {
+                return Err(bad(sp.abs(ob), "bad reference count"));
+            }
+            let tw = obj + l.ob_type / 8;
+            let tag = match sp.extern_at(tw) {
+                Some(id) => match externs.kind(id) {
                     Some(ExternKind::Type(t)) => t,
-                    _ => return Err(bad(obj, "ob_type is not a type")),
+                    _ => return Err(bad(sp.abs(ob), "ob_type is not a type")),
                 },
-                _ => return Err(bad(obj, "ob_type is not an external reference")),
+                None => return Err(bad(sp.abs(ob), "ob_type is not an external reference")),
             };
-            cx.slots_seen += 1;
+            set_bit(&mut self.expect, tw);
             if gc != (tag == TypeTag::Tuple) {
-                return Err(bad(obj, "GC head on a non-tuple or tuple without GC head"));
+                return Err(bad(
+                    sp.abs(ob),
+                    "GC head on a non-tuple or tuple without GC head",
+                ));
             }
             let size = match tag {
-                TypeTag::Tuple => self.check_tuple(&mut cx, obj)?,
-                TypeTag::Bytes => check_bytes(&cx, l, obj)?,
-                TypeTag::Str => check_str(&mut cx, l, obj)?,
-                TypeTag::Int => check_int(&cx, l, obj)?,
+                TypeTag::Tuple => self.check_tuple(&sp, externs, obj)?,
+                TypeTag::Bytes => check_bytes(&sp, l, obj)?,
+                TypeTag::Str => self.check_str(&sp, obj)?,
+                TypeTag::Int => check_int(&sp, l, obj)?,
                 TypeTag::Float => {
-                    cx.bytes(obj, l.float_size as u64)?;
-                    l.float_size as u64
+                    sp.slice(ob, l.float_size as u64)?;
+                    l.float_size
                 }
                 TypeTag::Complex => {
-                    cx.bytes(obj, l.complex_size as u64)?;
-                    l.complex_size as u64
+                    sp.slice(ob, l.complex_size as u64)?;
+                    l.complex_size
                 }
-                TypeTag::Code => self.check_code(&mut cx, obj)?,
+                TypeTag::Code => self.check_code(&sp, externs, obj)?,
             };
-            let end = obj + size;
+            let end = ob
+                .checked_add(size)
+                .ok_or_else(|| bad(sp.abs(ob), "size overflow"))?;
             let padded = end.next_multiple_of(8);
-            if padded > start + len || cx.bytes(end, padded - end)?.iter().any(|&b| b != 0) {
-                return Err(bad(end, "non-zero padding after object"));
+            if padded as u64 > len
+                || sp
+                    .slice(end, (padded - end) as u64)?
+                    .iter()
+                    .any(|&b| b != 0)
+            {
+                return Err(bad(sp.abs(end), "non-zero padding after object"));
             }
-            self.types[((obj - start) / 8) as usize] = tag as u8;
+            if let Some(t) = self.types.get_mut(obj) {
+                *t |= tag as u8;
+            }
             plan.objects += 1;
-            p = padded - start;
+            w = padded / 8;
         }
-        let total_slots = (view.internal_slots().count() + view.external_slots().count()) as u64;
-        if total_slots != cx.slots_seen {
-            return Err(bad(start, "slot outside any pointer field"));
+
+        // 3. Slots exactly at the pointer fields: the walk's bitmap equals the union of the
+        //    arena's internal and external bitmaps.
+        for (i, &e) in self.expect.iter().enumerate() {
+            let actual = Span::chunk(sp.internal, i) | Span::chunk(sp.external, i);
+            if actual != e {
+                let b = (actual ^ e).trailing_zeros() as usize;
+                let at = sp.abs(8 * (64 * i + b));
+                return Err(if actual >> b & 1 == 1 {
+                    bad(at, "slot outside any pointer field")
+                } else {
+                    bad(at, "pointer field is not a slot")
+                });
+            }
         }
         for (s, _) in &plan.interns {
-            if self.types[((s - start) / 8) as usize] != TypeTag::Str as u8 {
+            let w = ((s - start) / 8) as usize;
+            if self.types.get(w).and_then(|&t| tag_of(t)) != Some(TypeTag::Str) {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "intern list names a non-str",
                 });
             }
         }
 
-        // 3. Forward references, now that every object start is known.
+        // 4. Forward references, now that every object start is known.
         let pending = core::mem::take(&mut self.pending);
         for &(slot, target, expect) in &pending {
-            self.check_ref(&cx, slot, target, expect)?;
+            self.check_ref(&sp, externs, slot, target, expect)?;
         }
         self.pending = pending;
 
@@ -318,83 +428,101 @@ impl Checker {
         let mut starts = Vec::with_capacity(self.counts.len());
         for (i, c) in self.counts.iter().enumerate() {
             starts.push(at);
-            plan.interns[i].1 = at as usize..(at + c) as usize;
+            if let Some(e) = plan.interns.get_mut(i) {
+                e.1 = at as usize..(at + c) as usize;
+            }
             at += c;
         }
         plan.intern_refs = vec![0; at as usize];
         for &(i, slot) in &self.redirect {
-            let k = &mut starts[i as usize];
-            plan.intern_refs[*k as usize] = slot;
-            *k += 1;
+            if let Some(k) = starts.get_mut(i as usize) {
+                if let Some(r) = plan.intern_refs.get_mut(*k as usize) {
+                    *r = slot;
+                }
+                *k += 1;
+            }
         }
 
-        // 4. Frozenset slots: tuple items that hold a (members) tuple.
+        // 5. Frozenset slots: tuple items that hold a (members) tuple.
         let mut frozen: Vec<(Option<u64>, u64)> = Vec::new();
         let mut lastf = None;
         for rel in meta.frozen() {
-            let rel = u64::from(rel);
-            if lastf.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= len {
+            let rel = rel as usize;
+            if lastf.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= len {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "frozenset list not sorted or out of span",
                 });
             }
             lastf = Some(rel);
-            if self.roles[(rel / 8) as usize] != ROLE_TUPLE_ITEM {
+            let sw = rel / 8;
+            if self
+                .items
+                .get(sw >> 6)
+                .map_or(true, |c| c >> (sw & 63) & 1 == 0)
+            {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "frozenset slot is not a tuple item",
                 });
             }
-            let slot = start + rel;
-            let members = match view.slot(slot) {
-                Slot::Internal(t)
-                    if self.types[((t - start) / 8) as usize] & !NAMES_CHECKED
-                        == TypeTag::Tuple as u8 =>
-                {
-                    Some(t)
+            let slot = sp.abs(rel);
+            let members = if let Some(t) = sp.internal_at(sw) {
+                let tw = ((t - start) / 8) as usize;
+                match self.types.get(tw).and_then(|&x| tag_of(x)) {
+                    Some(TypeTag::Tuple) => Some(t),
+                    _ => None,
                 }
-                Slot::External(id) if externs.kind(id) == Some(ExternKind::EmptyTuple) => None,
-                _ => {
-                    return Err(PyFormatError::BadReference {
-                        offset: slot,
-                        expected: "a tuple of frozenset members",
-                    })
-                }
+                .map(Some)
+            } else {
+                sp.extern_at(sw)
+                    .filter(|&id| externs.kind(id) == Some(ExternKind::EmptyTuple))
+                    .map(|_| None)
+            };
+            let Some(members) = members else {
+                return Err(PyFormatError::BadReference {
+                    offset: slot,
+                    expected: "a tuple of frozenset members",
+                });
             };
             frozen.push((members, slot));
         }
         frozen.sort_unstable();
         let mut i = 0;
-        while i < frozen.len() {
-            let m = frozen[i].0;
+        while let Some(&(m, _)) = frozen.get(i) {
             let from = plan.frozen_refs.len();
-            while i < frozen.len() && frozen[i].0 == m {
-                plan.frozen_refs.push(frozen[i].1);
+            while let Some(&(mm, s)) = frozen.get(i) {
+                if mm != m {
+                    break;
+                }
+                plan.frozen_refs.push(s);
                 i += 1;
             }
             plan.frozen.push((m, from..plan.frozen_refs.len()));
         }
 
-        // 5. Code objects: the counts that size frames agree with the name tables.
+        // 6. Code objects: the counts that size frames agree with the name tables.
         for c in &self.codes {
-            let names = code_ref_len(&cx, l, c.obj + l.code.localsplusnames as u64)?;
-            let kinds_slot = c.obj + l.code.localspluskinds as u64;
-            let kinds: &[u8] = match view.slot(kinds_slot) {
-                Slot::Internal(t) => {
-                    let n = cx.u64(t + l.ob_size as u64)?;
-                    cx.bytes(t + l.bytes_data as u64, n)?
-                }
-                Slot::External(id) => match externs.kind(id) {
+            let ob = 8 * c.obj;
+            let names = code_ref_len(&sp, externs, l, c.obj + l.code.localsplusnames / 8)?;
+            let kw = c.obj + l.code.localspluskinds / 8;
+            let kinds: &[u8] = if let Some(t) = sp.internal_at(kw) {
+                let tb = (t - start) as usize;
+                let n = sp.u64_at(tb + l.ob_size)?;
+                sp.slice(tb + l.bytes_data, n)?
+            } else {
+                match sp.extern_at(kw).and_then(|id| externs.kind(id)) {
                     Some(ExternKind::EmptyBytes) => &[],
                     Some(ExternKind::Byte(b)) => {
                         BYTE_VALUES.get(b as usize..b as usize + 1).unwrap_or(&[])
                     }
-                    _ => return Err(bad(kinds_slot, "bad co_localspluskinds")),
-                },
-                Slot::None => return Err(bad(kinds_slot, "bad co_localspluskinds")),
+                    _ => return Err(bad(sp.abs(8 * kw), "bad co_localspluskinds")),
+                }
             };
             let n = i64::from(c.nlocalsplus);
             if names != n || kinds.len() as i64 != n {
-                return Err(bad(c.obj, "co_nlocalsplus does not match the name tables"));
+                return Err(bad(
+                    sp.abs(ob),
+                    "co_nlocalsplus does not match the name tables",
+                ));
             }
             let count = |m: u8| kinds.iter().filter(|&&k| k & m != 0).count() as i32;
             if count(CO_FAST_LOCAL) != c.nlocals
@@ -402,7 +530,7 @@ impl Checker {
                 || count(CO_FAST_FREE) != c.nfreevars
             {
                 return Err(bad(
-                    c.obj,
+                    sp.abs(ob),
                     "local/cell/free counts do not match co_localspluskinds",
                 ));
             }
@@ -414,7 +542,7 @@ impl Checker {
                     })
                     .count() as i32;
                 if plain != c.ncellvars - arg_cells {
-                    return Err(bad(c.obj, "co_nplaincellvars inconsistent"));
+                    return Err(bad(sp.abs(ob), "co_nplaincellvars inconsistent"));
                 }
             }
             let total_args = i64::from(c.argcount)
@@ -422,25 +550,23 @@ impl Checker {
                 + i64::from(c.flags & CO_VARARGS != 0)
                 + i64::from(c.flags & CO_VARKEYWORDS != 0);
             if total_args > i64::from(c.nlocals) {
-                return Err(bad(c.obj, "more arguments than locals"));
+                return Err(bad(sp.abs(ob), "more arguments than locals"));
             }
-            let _ = c.units;
-            plan.codes.push(c.obj);
+            plan.codes.push(sp.abs(ob));
         }
 
-        // 6. Roots.
+        // 7. Roots.
         for &(root, holder) in roots {
-            let rel = root.checked_sub(start).filter(|r| *r < len && r % 8 == 0);
-            let t = rel
+            let t = root
+                .checked_sub(start)
+                .filter(|r| *r < len && r % 8 == 0)
                 .and_then(|r| self.types.get((r / 8) as usize))
-                .copied()
-                .unwrap_or(0);
-            if t == 0 {
+                .and_then(|&t| tag_of(t));
+            let Some(t) = t else {
                 return Err(bad(root, "root is not an object"));
-            }
+            };
             if holder
-                && (t & !NAMES_CHECKED != TypeTag::Tuple as u8
-                    || cx.u64(root + l.ob_size as u64)? != 1)
+                && (t != TypeTag::Tuple || sp.u64_at((root - start) as usize + l.ob_size)? != 1)
             {
                 return Err(bad(root, "root holder is not a 1-tuple"));
             }
@@ -448,169 +574,177 @@ impl Checker {
         Ok(plan)
     }
 
-    /// Check one internal reference whose target's object start (if any) is known, and
-    /// note it if it refers to a string to intern.
+    /// Check one internal reference (slot word `slot`, target word `target`) whose target's
+    /// object start (if any) is known, and note it if it refers to a string to intern.
     fn check_ref(
         &mut self,
-        cx: &Ctx<'_, '_>,
-        slot: u64,
-        target: u64,
+        sp: &Span<'_>,
+        externs: &ExternTable,
+        slot: usize,
+        target: usize,
         expect: Expect,
     ) -> Result<(), PyFormatError> {
-        let start = cx.start;
         let l = self.layout;
-        let rel = target - start;
-        let w = (rel / 8) as usize;
-        let t = if rel % 8 == 0 {
-            self.types.get(w).copied().unwrap_or(0)
-        } else {
-            0
-        };
-        let tag = TypeTag::from_u8(t & !NAMES_CHECKED).ok_or(PyFormatError::BadReference {
-            offset: slot,
+        let at = sp.abs(8 * slot);
+        let t = self.types.get(target).copied().unwrap_or(0);
+        let tag = tag_of(t).ok_or(PyFormatError::BadReference {
+            offset: at,
             expected: "the start of an object",
         })?;
         if !expect.accepts(tag) {
             return Err(PyFormatError::BadReference {
-                offset: slot,
+                offset: at,
                 expected: expect.describe(),
             });
         }
         if expect == Expect::TupleOfStr && t & NAMES_CHECKED == 0 {
             // Each name tuple is checked once, however many code objects share it.
-            self.types[w] |= NAMES_CHECKED;
-            let n = cx.u64(target + l.ob_size as u64)?;
-            for i in 0..n {
-                let item = target + l.tuple_items as u64 + 8 * i;
-                let ok = match cx.view.slot(item) {
-                    Slot::Internal(x) => {
-                        let r = x - start;
-                        r % 8 == 0
-                            && self.types.get((r / 8) as usize) == Some(&(TypeTag::Str as u8))
-                    }
-                    Slot::External(id) => {
-                        cx.externs.kind(id).and_then(ExternKind::value_type) == Some(TypeTag::Str)
-                    }
-                    Slot::None => false,
+            if let Some(x) = self.types.get_mut(target) {
+                *x |= NAMES_CHECKED;
+            }
+            let n = sp.word(target + l.ob_size / 8)?;
+            let first = target + l.tuple_items / 8;
+            for i in 0..n as usize {
+                let item = first + i;
+                let ok = if let Some(x) = sp.internal_at(item) {
+                    let r = x.wrapping_sub(sp.start);
+                    r % 8 == 0
+                        && r < sp.len
+                        && self.types.get((r / 8) as usize).and_then(|&t| tag_of(t))
+                            == Some(TypeTag::Str)
+                } else if let Some(id) = sp.extern_at(item) {
+                    externs.kind(id).and_then(ExternKind::value_type) == Some(TypeTag::Str)
+                } else {
+                    false
                 };
                 if !ok {
                     return Err(PyFormatError::BadReference {
-                        offset: item,
+                        offset: sp.abs(8 * item),
                         expected: "a str (name tuple item)",
                     });
                 }
             }
         }
-        if let Some(&i) = self.intern_idx.get(w) {
-            if i != u32::MAX {
-                self.redirect.push((i, slot));
-                self.counts[i as usize] += 1;
+        if t & INTERN != 0 {
+            if let Some(&i) = self.intern_idx.get(target) {
+                self.redirect.push((i, at));
+                if let Some(c) = self.counts.get_mut(i as usize) {
+                    *c += 1;
+                }
             }
         }
         Ok(())
     }
+}
 
-    /// Record a pointer field; `role` marks tuple items (the only place a frozenset may go).
+impl Checker {
+    /// Record pointer field `w` (`item`: a tuple item, the only place a frozenset may go)
+    /// and check the reference it holds.
     fn field(
         &mut self,
-        cx: &mut Ctx<'_, '_>,
-        slot: u64,
+        sp: &Span<'_>,
+        externs: &ExternTable,
+        w: usize,
         expect: Expect,
-        role: u8,
+        item: bool,
     ) -> Result<(), PyFormatError> {
-        match cx.view.slot(slot) {
-            Slot::None => return Err(bad(slot, "pointer field is not a slot")),
-            Slot::Internal(t) => {
-                if t < cx.start || t >= cx.start + cx.len {
-                    return Err(PyFormatError::BadReference {
-                        offset: slot,
-                        expected: "an object of the same span",
-                    });
-                }
-                if t < self.cur {
-                    self.check_ref(cx, slot, t, expect)?;
-                } else {
-                    self.pending.push((slot, t, expect));
-                }
-            }
-            Slot::External(id) => {
-                let k = cx
-                    .externs
-                    .kind(id)
-                    .ok_or_else(|| bad(slot, "unknown extern"))?;
-                let ok = match (expect, k) {
-                    (_, ExternKind::Type(_)) => false,
-                    (Expect::Any, _) => true,
-                    (Expect::Tuple | Expect::TupleOfStr, ExternKind::EmptyTuple) => true,
-                    (
-                        Expect::Str,
-                        ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_),
-                    ) => true,
-                    (Expect::Bytes, ExternKind::EmptyBytes | ExternKind::Byte(_)) => true,
-                    _ => false,
-                };
-                if !ok {
-                    return Err(PyFormatError::BadReference {
-                        offset: slot,
-                        expected: expect.describe(),
-                    });
-                }
-            }
+        set_bit(&mut self.expect, w);
+        if item {
+            set_bit(&mut self.items, w);
         }
-        self.roles[((slot - cx.start) / 8) as usize] = role;
-        cx.slots_seen += 1;
+        if let Some(t) = sp.internal_at(w) {
+            let rel = t.wrapping_sub(sp.start);
+            if t < sp.start || rel >= sp.len {
+                return Err(PyFormatError::BadReference {
+                    offset: sp.abs(8 * w),
+                    expected: "an object of the same span",
+                });
+            }
+            if rel % 8 != 0 {
+                return Err(PyFormatError::BadReference {
+                    offset: sp.abs(8 * w),
+                    expected: "the start of an object",
+                });
+            }
+            let tw = (rel / 8) as usize;
+            if tw < self.cur {
+                self.check_ref(sp, externs, w, tw, expect)?;
+            } else {
+                self.pending.push((w, tw, expect));
+            }
+        } else if let Some(id) = sp.extern_at(w) {
+            let k = externs
+                .kind(id)
+                .ok_or_else(|| bad(sp.abs(8 * w), "unknown extern"))?;
+            if !expect.accepts_extern(k) {
+                return Err(PyFormatError::BadReference {
+                    offset: sp.abs(8 * w),
+                    expected: expect.describe(),
+                });
+            }
+        } else {
+            return Err(bad(sp.abs(8 * w), "pointer field is not a slot"));
+        }
         Ok(())
     }
 
-    fn check_tuple(&mut self, cx: &mut Ctx<'_, '_>, obj: u64) -> Result<u64, PyFormatError> {
+    fn check_tuple(
+        &mut self,
+        sp: &Span<'_>,
+        externs: &ExternTable,
+        obj: usize,
+    ) -> Result<usize, PyFormatError> {
         let l = self.layout;
-        let n = cx.u64(obj + l.ob_size as u64)?;
-        cx.plain(obj + l.ob_size as u64, n, "bad tuple size")?;
-        if n == 0 || n > cx.len / 8 {
-            return Err(bad(obj, "bad tuple size"));
+        let n = sp.word(obj + l.ob_size / 8)?;
+        if n == 0 || n > sp.len / 8 {
+            return Err(bad(sp.abs(8 * obj), "bad tuple size"));
         }
-        let size = l.tuple_items as u64 + 8 * n;
-        cx.bytes(obj, size)?;
+        let n = n as usize;
+        let size = l.tuple_items + 8 * n;
+        sp.slice(8 * obj, size as u64)?;
+        let first = obj + l.tuple_items / 8;
         for i in 0..n {
-            self.field(
-                cx,
-                obj + l.tuple_items as u64 + 8 * i,
-                Expect::Any,
-                ROLE_TUPLE_ITEM,
-            )?;
+            self.field(sp, externs, first + i, Expect::Any, true)?;
         }
         Ok(size)
     }
 
-    fn check_code(&mut self, cx: &mut Ctx<'_, '_>, obj: u64) -> Result<u64, PyFormatError> {
+    fn check_code(
+        &mut self,
+        sp: &Span<'_>,
+        externs: &ExternTable,
+        obj: usize,
+    ) -> Result<usize, PyFormatError> {
         let l = self.layout;
         let c = &l.code;
-        let units = cx.u64(obj + l.ob_size as u64)?;
-        cx.plain(obj + l.ob_size as u64, units, "bad code size")?;
-        if units == 0 || units > cx.len / 2 {
-            return Err(bad(obj, "bad code size"));
+        let ob = 8 * obj;
+        let units = sp.word(obj + l.ob_size / 8)?;
+        if units == 0 || units > sp.len / 2 {
+            return Err(bad(sp.abs(ob), "bad code size"));
         }
-        let size = c.adaptive as u64 + 2 * units;
-        cx.bytes(obj, size)?;
-        for &w in c.zeroed_words {
-            cx.plain(obj + w as u64, 0, "runtime cache field not zero")?;
+        let size = c.adaptive + 2 * units as usize;
+        sp.slice(ob, size as u64)?;
+        for &z in c.zeroed_words {
+            if sp.u64_at(ob + z)? != 0 {
+                return Err(bad(sp.abs(ob + z), "runtime cache field not zero"));
+            }
         }
         for &h in c.zeroed_i16 {
-            if cx.i16(obj + h as u64)? != 0 {
-                return Err(bad(obj + h as u64, "runtime field not zero"));
+            if sp.i16_at(ob + h)? != 0 {
+                return Err(bad(sp.abs(ob + h), "runtime field not zero"));
             }
         }
         if let Some(v) = c.version {
-            if cx.u32(obj + v as u64)? != 0 {
-                return Err(bad(obj + v as u64, "co_version not zero"));
+            if sp.u32_at(ob + v)? != 0 {
+                return Err(bad(sp.abs(ob + v), "co_version not zero"));
             }
         }
         if let (Some(w), Some(init)) = (c.warmup, l.quickening_warmup) {
-            if cx.i16(obj + w as u64)? != init {
-                return Err(bad(obj + w as u64, "co_warmup not at its initial value"));
+            if sp.i16_at(ob + w)? != init {
+                return Err(bad(sp.abs(ob + w), "co_warmup not at its initial value"));
             }
         }
-        let expects = [
+        const EXPECTS: [Expect; 9] = [
             Expect::Tuple,
             Expect::TupleOfStr,
             Expect::Bytes,
@@ -621,10 +755,10 @@ impl Checker {
             Expect::Str,
             Expect::Bytes,
         ];
-        for (off, e) in c.pointer_fields().into_iter().zip(expects) {
-            self.field(cx, obj + off as u64, e, 0)?;
+        for (off, e) in c.pointer_fields().into_iter().zip(EXPECTS) {
+            self.field(sp, externs, obj + off / 8, e, false)?;
         }
-        let rd = |off: usize| cx.i32(obj + off as u64);
+        let rd = |off: usize| sp.i32_at(ob + off);
         let argcount = rd(c.argcount)?;
         let posonly = rd(c.posonlyargcount)?;
         let kwonly = rd(c.kwonlyargcount)?;
@@ -647,21 +781,20 @@ impl Checker {
             nfreevars,
         ];
         if all.iter().any(|&v| !(0..=1 << 20).contains(&v)) || posonly > argcount {
-            return Err(bad(obj, "code counts out of range"));
+            return Err(bad(sp.abs(ob), "code counts out of range"));
         }
         if firsttraceable < 0 || i64::from(firsttraceable) >= units as i64 {
-            return Err(bad(obj, "_co_firsttraceable out of range"));
+            return Err(bad(sp.abs(ob), "_co_firsttraceable out of range"));
         }
         if let Some(fs) = c.framesize {
             if i64::from(rd(fs)?)
                 != i64::from(nlocalsplus) + i64::from(stacksize) + i64::from(l.frame_specials)
             {
-                return Err(bad(obj, "co_framesize inconsistent"));
+                return Err(bad(sp.abs(ob), "co_framesize inconsistent"));
             }
         }
         self.codes.push(PendingCode {
             obj,
-            units,
             nlocalsplus,
             nlocals,
             ncellvars,
@@ -672,6 +805,90 @@ impl Checker {
             flags,
         });
         Ok(size)
+    }
+
+    fn check_str(&mut self, sp: &Span<'_>, obj: usize) -> Result<usize, PyFormatError> {
+        let l = self.layout;
+        let s = &l.str_;
+        let ob = 8 * obj;
+        let length = sp.u64_at(ob + s.length)?;
+        if length > sp.len {
+            return Err(bad(sp.abs(ob), "bad str length"));
+        }
+        if sp.u64_at(ob + s.hash)? != u64::MAX {
+            return Err(bad(sp.abs(ob + s.hash), "str hash not reset"));
+        }
+        let st = sp.u32_at(ob + s.state)?;
+        let kind = (st >> state::KIND_SHIFT) & state::KIND_MASK;
+        let ascii = st & state::ASCII != 0;
+        if st & state::INTERNED_MASK != 0
+            || st & state::COMPACT == 0
+            || !matches!(kind, 1 | 2 | 4)
+            || (ascii && kind != 1)
+            || (st & state::BIT7 != 0) != s.bit7_set
+            || st >> 8 != 0
+        {
+            return Err(bad(sp.abs(ob + s.state), "bad str state"));
+        }
+        let k = u64::from(kind);
+        let data_off = l.str_data(ascii);
+        let size = data_off as u64 + (length + 1) * k;
+        let data = sp.slice(ob + data_off, (length + 1) * k)?;
+        let (body, nul) = data.split_at((length * k) as usize);
+        if nul.iter().any(|&b| b != 0) {
+            return Err(bad(sp.abs(ob), "str not NUL-terminated"));
+        }
+        if !ascii && (sp.u64_at(ob + s.utf8_length)? != 0 || sp.u64_at(ob + s.utf8)? != 0) {
+            return Err(bad(sp.abs(ob), "str utf8 cache not reset"));
+        }
+        if let Some(wo) = s.wstr {
+            if kind == 4 && !ascii {
+                // 3.11: the UCS4 wstr is the data itself (an internal slot to it).
+                let ww = obj + wo / 8;
+                if sp.internal_at(ww) != Some(sp.abs(ob + data_off)) {
+                    return Err(bad(sp.abs(ob + wo), "3.11 wstr must point at the data"));
+                }
+                set_bit(&mut self.expect, ww);
+                if let Some(wl) = s.wstr_length {
+                    if sp.u64_at(ob + wl)? != length {
+                        return Err(bad(sp.abs(ob + wl), "3.11 wstr_length"));
+                    }
+                }
+            } else {
+                if sp.u64_at(ob + wo)? != 0 {
+                    return Err(bad(sp.abs(ob + wo), "3.11 wstr not NULL"));
+                }
+                if let (Some(wl), false) = (s.wstr_length, ascii) {
+                    if sp.u64_at(ob + wl)? != 0 {
+                        return Err(bad(sp.abs(ob + wl), "3.11 wstr_length not zero"));
+                    }
+                }
+            }
+        }
+        // The kind must be the narrowest that holds the widest character (CPython's
+        // invariant: equal strings have equal kinds).
+        let ok = match (kind, ascii) {
+            (1, true) => body.is_ascii(),
+            (1, false) => !body.is_ascii(),
+            (2, _) => body.chunks_exact(2).any(|c| c.get(1) != Some(&0)),
+            _ => {
+                let mut wide = false;
+                let mut valid = true;
+                for c in body.chunks_exact(4) {
+                    let v = le_u32(c, 0).unwrap_or(u32::MAX);
+                    wide |= v >= 0x10000;
+                    valid &= v <= 0x10FFFF;
+                }
+                wide && valid
+            }
+        };
+        if !ok {
+            return Err(bad(
+                sp.abs(ob),
+                "str kind does not match its widest character",
+            ));
+        }
+        usize::try_from(size).map_err(|_| bad(sp.abs(ob), "size overflow"))
     }
 }
 
@@ -685,133 +902,63 @@ static BYTE_VALUES: [u8; 256] = {
     a
 };
 
-/// Length of the tuple (or empty tuple) a code field refers to.
-fn code_ref_len(cx: &Ctx<'_, '_>, l: &Layout, slot: u64) -> Result<i64, PyFormatError> {
-    match cx.view.slot(slot) {
-        Slot::Internal(t) => Ok(cx.i64(t + l.ob_size as u64)?),
-        Slot::External(id) if cx.externs.kind(id) == Some(ExternKind::EmptyTuple) => Ok(0),
-        _ => Err(bad(slot, "bad tuple reference")),
+/// Length of the tuple (or empty tuple) the code field at word `w` refers to.
+fn code_ref_len(
+    sp: &Span<'_>,
+    externs: &ExternTable,
+    l: &Layout,
+    w: usize,
+) -> Result<i64, PyFormatError> {
+    if let Some(t) = sp.internal_at(w) {
+        return Ok(sp.u64_at((t - sp.start) as usize + l.ob_size)? as i64);
+    }
+    match sp.extern_at(w).and_then(|id| externs.kind(id)) {
+        Some(ExternKind::EmptyTuple) => Ok(0),
+        _ => Err(bad(sp.abs(8 * w), "bad tuple reference")),
     }
 }
 
-fn check_bytes(cx: &Ctx<'_, '_>, l: &Layout, obj: u64) -> Result<u64, PyFormatError> {
-    let n = cx.u64(obj + l.ob_size as u64)?;
-    cx.plain(obj + l.ob_size as u64, n, "bad bytes size")?;
-    if n > cx.len {
-        return Err(bad(obj, "bad bytes size"));
+fn check_bytes(sp: &Span<'_>, l: &Layout, obj: usize) -> Result<usize, PyFormatError> {
+    let ob = 8 * obj;
+    let n = sp.u64_at(ob + l.ob_size)?;
+    if n > sp.len {
+        return Err(bad(sp.abs(ob), "bad bytes size"));
     }
-    cx.plain(obj + l.bytes_hash as u64, u64::MAX, "bytes hash not reset")?;
-    let size = l.bytes_data as u64 + n + 1;
-    let data = cx.bytes(obj + l.bytes_data as u64, n + 1)?;
+    if sp.u64_at(ob + l.bytes_hash)? != u64::MAX {
+        return Err(bad(sp.abs(ob + l.bytes_hash), "bytes hash not reset"));
+    }
+    let data = sp.slice(ob + l.bytes_data, n + 1)?;
     if data.last() != Some(&0) {
-        return Err(bad(obj, "bytes not NUL-terminated"));
+        return Err(bad(sp.abs(ob), "bytes not NUL-terminated"));
     }
-    Ok(size)
+    Ok(l.bytes_data + n as usize + 1)
 }
 
-fn check_str(cx: &mut Ctx<'_, '_>, l: &Layout, obj: u64) -> Result<u64, PyFormatError> {
-    let s = &l.str_;
-    let length = cx.u64(obj + s.length as u64)?;
-    cx.plain(obj + s.length as u64, length, "bad str length")?;
-    if length > cx.len {
-        return Err(bad(obj, "bad str length"));
-    }
-    cx.plain(obj + s.hash as u64, u64::MAX, "str hash not reset")?;
-    let st = cx.u32(obj + s.state as u64)?;
-    if !matches!(cx.view.slot(obj + s.state as u64), Slot::None) {
-        return Err(bad(obj, "slot in str state"));
-    }
-    let kind = (st >> state::KIND_SHIFT) & state::KIND_MASK;
-    let ascii = st & state::ASCII != 0;
-    if st & state::INTERNED_MASK != 0
-        || st & state::COMPACT == 0
-        || !matches!(kind, 1 | 2 | 4)
-        || (ascii && kind != 1)
-        || (st & state::BIT7 != 0) != s.bit7_set
-        || st >> 8 != 0
-    {
-        return Err(bad(obj + s.state as u64, "bad str state"));
-    }
-    let k = u64::from(kind);
-    let data_off = l.str_data(ascii) as u64;
-    let size = data_off + (length + 1) * k;
-    let data = cx.bytes(obj + data_off, (length + 1) * k)?;
-    let (body, nul) = data.split_at((length * k) as usize);
-    if nul.iter().any(|&b| b != 0) {
-        return Err(bad(obj, "str not NUL-terminated"));
-    }
-    // After 4 bytes of state, the words up to the data: padding / utf8 / wstr fields.
-    if !ascii {
-        cx.plain(obj + s.utf8_length as u64, 0, "str utf8 cache not reset")?;
-        cx.plain(obj + s.utf8 as u64, 0, "str utf8 cache not reset")?;
-    }
-    if let Some(w) = s.wstr {
-        let wslot = obj + w as u64;
-        if kind == 4 && !ascii {
-            match cx.view.slot(wslot) {
-                Slot::Internal(t) if t == obj + data_off => {}
-                _ => return Err(bad(wslot, "3.11 wstr must point at the data")),
-            }
-            cx.slots_seen += 1;
-            if let Some(wl) = s.wstr_length {
-                cx.plain(obj + wl as u64, length, "3.11 wstr_length")?;
-            }
-        } else {
-            cx.plain(wslot, 0, "3.11 wstr not NULL")?;
-            if let (Some(wl), false) = (s.wstr_length, ascii) {
-                cx.plain(obj + wl as u64, 0, "3.11 wstr_length not zero")?;
-            }
-        }
-    }
-    // The kind must be the narrowest that holds the widest character (CPython's
-    // invariant: equal strings have equal kinds).
-    let ok = match (kind, ascii) {
-        (1, true) => body.is_ascii(),
-        (1, false) => !body.is_ascii(),
-        (2, _) => body.chunks_exact(2).any(|c| c[1] != 0),
-        _ => {
-            let mut wide = false;
-            let mut valid = true;
-            for c in body.chunks_exact(4) {
-                let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                wide |= v >= 0x10000;
-                valid &= v <= 0x10FFFF;
-            }
-            wide && valid
-        }
-    };
-    if !ok {
-        return Err(bad(obj, "str kind does not match its widest character"));
-    }
-    Ok(size)
-}
-
-fn check_int(cx: &Ctx<'_, '_>, l: &Layout, obj: u64) -> Result<u64, PyFormatError> {
-    let tag = cx.u64(obj + l.long_tag as u64)?;
-    cx.plain(obj + l.long_tag as u64, tag, "bad int tag")?;
+fn check_int(sp: &Span<'_>, l: &Layout, obj: usize) -> Result<usize, PyFormatError> {
+    let ob = 8 * obj;
+    let tag = sp.u64_at(ob + l.long_tag)?;
     let nd = if l.long_lv_tag {
         let sign = tag & 3;
         if tag & 4 != 0 || sign == 1 || sign == 3 {
-            return Err(bad(obj, "bad int sign"));
+            return Err(bad(sp.abs(ob), "bad int sign"));
         }
         tag >> 3
     } else {
         (tag as i64).unsigned_abs()
     };
-    if nd == 0 || nd > cx.len / 4 {
-        return Err(bad(obj, "bad int size"));
+    if nd == 0 || nd > sp.len / 4 {
+        return Err(bad(sp.abs(ob), "bad int size"));
     }
-    let size = l.long_digits as u64 + 4 * nd;
-    let digits = cx.bytes(obj + l.long_digits as u64, 4 * nd)?;
+    let digits = sp.slice(ob + l.long_digits, 4 * nd)?;
     let mut top = 0;
     for d in digits.chunks_exact(4) {
-        top = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+        top = le_u32(d, 0).unwrap_or(u32::MAX);
         if top >> LONG_BITS_IN_DIGIT != 0 {
-            return Err(bad(obj, "int digit out of range"));
+            return Err(bad(sp.abs(ob), "int digit out of range"));
         }
     }
     if top == 0 {
-        return Err(bad(obj, "int not normalised"));
+        return Err(bad(sp.abs(ob), "int not normalised"));
     }
-    Ok(size)
+    Ok(l.long_digits + 4 * nd as usize)
 }

@@ -55,7 +55,16 @@ impl TypeTag {
     }
 
     pub(crate) fn from_u8(v: u8) -> Option<TypeTag> {
-        TypeTag::ALL.into_iter().find(|t| *t as u8 == v)
+        Some(match v {
+            1 => TypeTag::Code,
+            2 => TypeTag::Tuple,
+            3 => TypeTag::Str,
+            4 => TypeTag::Bytes,
+            5 => TypeTag::Int,
+            6 => TypeTag::Float,
+            7 => TypeTag::Complex,
+            _ => return None,
+        })
     }
 }
 

@@ -115,6 +115,23 @@ pub fn decode_root_meta(meta: &[u8]) -> Result<(RootKind, &[u8]), PyFormatError>
     }
 }
 
+/// For each span of `a`, its roots as `(object offset, is a holder tuple)`: what the
+/// checker must confirm are objects of that span ([`crate::Checker::check_span`]).
+/// Cost: number of roots.
+pub fn span_roots(a: &pycds_arena::Archive<'_>) -> Result<Vec<Vec<(u64, bool)>>, PyFormatError> {
+    let mut out = vec![Vec::new(); a.span_count() as usize];
+    for i in 0..a.root_count() {
+        let r = a.root(i).ok_or(PyFormatError::BadRootMeta {
+            what: "missing root",
+        })?;
+        let (kind, _) = decode_root_meta(r.meta)?;
+        if let Some(v) = out.get_mut(r.span.0 as usize) {
+            v.push((r.object, kind == RootKind::Holder));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

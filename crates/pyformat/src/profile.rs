@@ -7,6 +7,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::error::PyFormatError;
+use crate::layout::PyVersion;
 
 /// Name of the Python profile of the arena, first line of the archive metadata.
 pub const PROFILE_NAME: &str = "pycds-python/1";
@@ -104,6 +105,23 @@ pub fn split_archive_meta(meta: &[u8]) -> (&[u8], &[u8]) {
         Some(i) => (&meta[..i], &meta[i + 1..]),
         None => (meta, &[]),
     }
+}
+
+/// The CPython release an archive was written for, from the `hexversion=` line of its
+/// fingerprint text.
+pub fn archive_version(a: &pycds_arena::Archive<'_>) -> Result<PyVersion, PyFormatError> {
+    let (fp, _) = split_archive_meta(a.archive_meta());
+    let hex = core::str::from_utf8(fp)
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("hexversion=")))
+        .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .ok_or(PyFormatError::BadRootMeta {
+            what: "archive metadata has no interpreter fingerprint",
+        })?;
+    let (major, minor) = (hex >> 24, (hex >> 16) & 0xff);
+    PyVersion::from_major_minor(major, minor).ok_or_else(|| PyFormatError::ProfileMismatch {
+        differences: format!("archive is for CPython {major}.{minor}"),
+    })
 }
 
 /// Build archive metadata from a fingerprint and client bytes.

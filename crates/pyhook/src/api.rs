@@ -162,6 +162,14 @@ impl Archive {
             "load_seconds",
             s.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
         )?;
+        d.set_item(
+            "check_seconds",
+            s.check_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        )?;
+        d.set_item(
+            "fixup_seconds",
+            s.fixup_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        )?;
         Ok(d)
     }
 

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use pycds_arena::{LoadError, LoadStrategy, LoadedArena, SpanId};
-use pycds_pyformat::meta::{decode_root_meta, RootKind};
+use pycds_pyformat::meta::{decode_root_meta, span_roots, RootKind};
 use pycds_pyformat::profile::split_archive_meta;
 use pycds_pyformat::{Checker, ExternKind, ExternTable, SpanPlan};
 use pyo3::ffi as pyffi;
@@ -41,8 +41,12 @@ pub struct LoadStats {
     pub objects: AtomicU64,
     /// strings interned
     pub interned: AtomicU64,
-    /// nanoseconds spent loading spans
+    /// nanoseconds spent loading spans (all phases)
     pub nanos: AtomicU64,
+    /// of which: the structural check of the span's objects
+    pub check_nanos: AtomicU64,
+    /// of which: interning, frozensets and code versions after relocation
+    pub fixup_nanos: AtomicU64,
 }
 
 /// An open archive whose roots are loaded on demand and live until the process exits.
@@ -83,7 +87,7 @@ impl LoadedArchive {
         a.check_profile(&rt.fingerprint.profile())?;
         let externs = ExternTable::from_archive(a)?;
         let nspans = a.span_count() as usize;
-        let span_roots = roots_by_span(a)?;
+        let span_roots = span_roots(a)?;
         let status = (0..nspans).map(|_| AtomicU8::new(UNLOADED)).collect();
         Ok(LoadedArchive {
             arena: arena.leak(),
@@ -187,8 +191,13 @@ impl LoadedArchive {
         {
             let mut checker = self.checker.lock().unwrap_or_else(|e| e.into_inner());
             let externs = &self.externs;
+            let stats = &self.stats;
             let mut check = |view: &pycds_arena::SpanView<'_>| -> Result<(), HookError> {
+                let t = Instant::now();
                 plan = Some(checker.check_span(view, externs, roots)?);
+                stats
+                    .check_nanos
+                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(())
             };
             let mut resolve =
@@ -215,7 +224,11 @@ impl LoadedArchive {
                 "span was loaded outside pycds's control".into(),
             ));
         };
+        let t = Instant::now();
         self.apply(py, &plan)?;
+        self.stats
+            .fixup_nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.stats.spans.fetch_add(1, Ordering::Relaxed);
         self.stats
             .objects
@@ -285,24 +298,6 @@ impl LoadedArchive {
     }
 }
 
-/// For each span, its roots as `(object offset, is a holder tuple)`: what the checker
-/// must confirm are objects of that span. Cost: number of roots.
-fn roots_by_span(a: &pycds_arena::Archive<'_>) -> HookResult<Vec<Vec<(u64, bool)>>> {
-    let mut span_roots = vec![Vec::new(); a.span_count() as usize];
-    for i in 0..a.root_count() {
-        let r = a.root(i).ok_or(HookError::Format(
-            pycds_pyformat::PyFormatError::BadRootMeta {
-                what: "missing root",
-            },
-        ))?;
-        let (kind, _) = decode_root_meta(r.meta)?;
-        if let Some(v) = span_roots.get_mut(r.span.0 as usize) {
-            v.push((r.object, kind == RootKind::Holder));
-        }
-    }
-    Ok(span_roots)
-}
-
 /// What [`verify_bytes`] found.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
@@ -318,26 +313,7 @@ pub struct VerifyReport {
 
 /// The CPython release an archive was written for, from its fingerprint text.
 pub fn archive_version(a: &pycds_arena::Archive<'_>) -> HookResult<pycds_pyformat::PyVersion> {
-    let (fp, _) = split_archive_meta(a.archive_meta());
-    let text = String::from_utf8_lossy(fp);
-    let hex = text
-        .lines()
-        .find_map(|l| l.strip_prefix("hexversion="))
-        .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-        .ok_or(HookError::Format(
-            pycds_pyformat::PyFormatError::BadRootMeta {
-                what: "archive metadata has no interpreter fingerprint",
-            },
-        ))?;
-    pycds_pyformat::PyVersion::from_major_minor(hex >> 24, (hex >> 16) & 0xff).ok_or_else(|| {
-        HookError::Format(pycds_pyformat::PyFormatError::ProfileMismatch {
-            differences: format!(
-                "archive is for CPython {}.{}",
-                hex >> 24,
-                (hex >> 16) & 0xff
-            ),
-        })
-    })
+    Ok(pycds_pyformat::profile::archive_version(a)?)
 }
 
 /// Full structural check of an archive held in memory: header, tables, every span's
@@ -347,7 +323,7 @@ pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
     let a = pycds_arena::Archive::from_bytes(bytes)?;
     let version = archive_version(&a)?;
     let externs = ExternTable::from_archive(&a)?;
-    let span_roots = roots_by_span(&a)?;
+    let span_roots = span_roots(&a)?;
     let mut checker = Checker::new(version.layout());
     let mut objects = 0;
     for i in 0..a.span_count() {
