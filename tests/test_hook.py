@@ -51,6 +51,8 @@ def _pycds_test_report():
             "cached": spec.cached,
             "submodule_search_locations": None if ssl_ is None else list(ssl_),
             "parent": spec.parent,
+            "loader_bases": [c.__name__ for c in type(spec.loader).__mro__
+                             if c.__module__ != "pycds._hook"],
         }
     pycds = sys.modules.get("pycds")
     stats = pycds.stats() if pycds is not None else None
@@ -193,9 +195,14 @@ def test_w1_module_attributes_identical(w1):
     assert served
     for name in served:
         assert shared[name] == plain[name], name
-        assert shared[name]["__file__"].endswith(".py")
-    # Packages too.
+    # Source modules, packages and C extension modules (found through the archive's
+    # module index: same spec and loader class as a path search gives).
     assert any(plain[n]["submodule_search_locations"] for n in served)
+    files = [shared[n]["__file__"] for n in served]
+    assert sum(f.endswith(".py") for f in files) > 100
+    exts = [n for n, f in zip(served, files) if f.endswith(".so")]
+    assert "_json" in exts and "_sqlite3" in exts
+    assert all(shared[n]["loader_bases"][0] == "ExtensionFileLoader" for n in exts)
 
 
 def test_w1_verbose_lines(w1):

@@ -22,7 +22,7 @@ import tempfile
 import time
 
 import pycds
-from pycds import _hook
+from pycds import _pycds
 
 PROG = "python -m pycds"
 _PYCDS_VARS = ("PYCDSMODE", "PYCDSLIST", "PYCDSARCHIVE", "PYCDSVERBOSE")
@@ -252,8 +252,8 @@ def _module_rows(info):
         origin, pkg = None, False
         if meta:
             try:
-                decoded = _hook._decode_meta(bytes(meta))
-                origin, pkg = decoded[0], decoded[3]
+                decoded = _pycds.decode_module_meta(bytes(meta))
+                origin, pkg = decoded["origin"], decoded["kind"] == "package"
             except (ValueError, IndexError):
                 pass
         rows.append({"name": name, "bytes": size, "origin": origin, "package": pkg})

@@ -19,6 +19,7 @@ _SourceFileLoader = _bext.SourceFileLoader
 _state: dict = {
     "mode": None,
     "archive": None,
+    "archive_path": None,
     "finder": None,
     "served": [],
     "fallbacks": [],
@@ -47,29 +48,6 @@ def _warn(message):
         pass
 
 
-# -- module metadata stored with each archived module ---------------------------------
-
-# Fields, NUL-separated: source mtime (ns), source size, flags, origin, sys.path entry,
-# then the package's __path__ entries. Flags: "1"/"0" (package or not) followed by the
-# optimization level (-O, -OO) the code was compiled for.
-
-def _encode_meta(origin, mtime_ns, size, is_pkg, locations, entry, optimize=0):
-    flags = ("1" if is_pkg else "0") + str(optimize)
-    fields = [str(mtime_ns), str(size), flags, origin, entry or ""]
-    fields.extend(locations or ())
-    return b"\0".join(os.fsencode(f) for f in fields)
-
-
-def _decode_meta(meta):
-    """``(origin, mtime_ns, size, is_pkg, locations, entry, optimize)``."""
-    parts = [os.fsdecode(p) for p in meta.split(b"\0")]
-    if len(parts) < 5 or not parts[2]:
-        raise ValueError("bad module metadata")
-    flags = parts[2]
-    return (parts[3], int(parts[0]), int(parts[1]), flags[0] == "1", parts[5:], parts[4],
-            int(flags[1:] or 0))
-
-
 # -- SHARE: finder and loader ----------------------------------------------------------
 
 class CDSLoader(_SourceFileLoader):
@@ -90,15 +68,29 @@ class CDSLoader(_SourceFileLoader):
                 _fallback(fullname, "archive error: %s" % exc)
                 if _state["mode"] != "auto":  # AUTO replaces it at exit
                     _warn("archive %s is damaged (module %s: %s)"
-                          % (os.fspath(archive.path), fullname, exc))
+                          % (_state["archive_path"], fullname, exc))
             else:
                 if code.co_filename == self.path:
-                    _state["served"].append(fullname)
-                    if _verbose() >= 1:
-                        sys.stderr.write("pycds: served %s\n" % fullname)
+                    _served(fullname)
                     return code
                 _fallback(fullname, "archived code has another file name")
         return super().get_code(fullname)
+
+
+class CDSExtensionLoader(_bext.ExtensionFileLoader):
+    """The standard extension-module loader; only records that the archive's module index
+    found the module (no ``sys.path`` search)."""
+
+    def create_module(self, spec):
+        module = super().create_module(spec)
+        _served(spec.name)
+        return module
+
+
+def _served(name):
+    _state["served"].append(name)
+    if _verbose() >= 1:
+        sys.stderr.write("pycds: served %s\n" % name)
 
 
 def _fallback(name, reason):
@@ -108,95 +100,17 @@ def _fallback(name, reason):
     return None
 
 
-class CDSFinder:
-    """Meta-path finder answering ``find_spec`` from the archive's module index.
-
-    A module is served only when its source file is where, and as, it was at dump time
-    (same size and modification time, as ``.pyc`` validation does), and when a normal
-    import would find that same file (its directory is on ``sys.path`` or on the parent
-    package's ``__path__``, with no other module of that name earlier on the path).
-    """
-
-    def __init__(self, archive):
-        self._archive = archive
-
-    def find_spec(self, fullname, path=None, target=None):
-        meta = self._archive.meta(fullname)
-        if meta is None:
-            return None
-        try:
-            origin, mtime_ns, size, is_pkg, locations, entry, optimize = _decode_meta(meta)
-        except ValueError:
-            return _fallback(fullname, "bad metadata")
-        if optimize != sys.flags.optimize:
-            # Code compiled for another -O level (asserts, __debug__, docstrings differ).
-            return _fallback(fullname, "dumped for optimization level %d" % optimize)
-        if path is None:
-            search = sys.path
-        else:
-            try:
-                search = list(path)
-            except TypeError:
-                return _fallback(fullname, "parent __path__ is not iterable")
-        idx = _index_of_entry(search, entry)
-        if idx is None:
-            return _fallback(fullname, "not on the search path (%s)" % entry)
-        if idx and _shadowed(fullname, search[:idx]):
-            return _fallback(fullname, "shadowed by a module earlier on the path")
-        try:
-            st = os.stat(origin)
-        except OSError:
-            return _fallback(fullname, "source file missing")
-        if st.st_mtime_ns != mtime_ns or st.st_size != size:
-            return _fallback(fullname, "source file changed")
-        loader = CDSLoader(fullname, origin)
-        return _bext.spec_from_file_location(
-            fullname, origin, loader=loader,
-            submodule_search_locations=locations if is_pkg else None)
-
-    def invalidate_caches(self):
-        pass
-
-
-def _index_of_entry(search, entry):
-    for i, e in enumerate(search):
-        if not isinstance(e, str):
-            continue
-        if e == entry or _abspath(e) == entry:
-            return i
-    return None
-
-
-_abs_cache: dict = {}
-
-
-def _abspath(p):
-    if not p:
-        # "" is the current directory at import time (the program may chdir).
-        try:
-            return os.getcwd()
-        except OSError:
-            return None
-    r = _abs_cache.get(p)
-    if r is None:
-        r = _abs_cache[p] = os.path.abspath(p) if not os.path.isabs(p) else p
-    return r
-
-
-def _shadowed(fullname, earlier):
-    for e in earlier:
-        if not isinstance(e, str):
-            continue
-        finder = _bext.PathFinder._path_importer_cache(e)
-        if finder is None:
-            continue
-        try:
-            spec = finder.find_spec(fullname)
-        except Exception:
-            return True
-        if spec is not None and (spec.loader is not None or spec.submodule_search_locations):
-            return True
-    return False
+def _found_in_other_entry(fullname, entry):
+    """Whether the path importer of ``entry`` (not a directory: a zip file, ...) finds a
+    module or regular package ``fullname`` (the archived one would then be shadowed)."""
+    finder = _bext.PathFinder._path_importer_cache(entry)
+    if finder is None:
+        return False
+    try:
+        spec = finder.find_spec(fullname)
+    except Exception:
+        return True
+    return spec is not None and spec.loader is not None
 
 
 def _install_finder(finder):
@@ -216,11 +130,15 @@ def share(path):
     """
     try:
         archive = _pycds.load(os.fspath(path))
+        finder = _pycds.Finder(archive, CDSLoader, CDSExtensionLoader, _fallback,
+                               _found_in_other_entry)
     except Exception as exc:
         _warn("cannot use archive %s: %s" % (os.fspath(path), exc))
         return False
     _state["archive"] = archive
-    finder = CDSFinder(archive)
+    # A str (the native archive's ``path`` is a ``pathlib.Path``: not to be built while
+    # an import is in progress).
+    _state["archive_path"] = os.fspath(path)
     _state["finder"] = finder
     _state["mode"] = "share"
     _install_finder(finder)
@@ -237,9 +155,10 @@ def _traced_modules():
         spec = getattr(mod, "__spec__", None)
         if spec is None or spec.origin is None or not spec.has_location:
             continue
-        if not isinstance(spec.loader, _SourceFileLoader):
-            continue
-        if not spec.origin.endswith(".py"):
+        if isinstance(spec.loader, _SourceFileLoader):
+            if not spec.origin.endswith(".py"):
+                continue
+        elif not isinstance(spec.loader, _bext.ExtensionFileLoader):
             continue
         if getattr(mod, "__name__", None) != name or spec.name != name:
             continue
@@ -274,7 +193,9 @@ def trace(list_path):
 # -- DUMP -----------------------------------------------------------------------------
 
 def _module_item(name):
-    """``(name, fresh code, meta)`` for an importable source module, or a reason."""
+    """``(name, value, meta)`` for an importable source or extension module, or a reason
+    why it cannot be archived. ``value`` is a fresh code object (``None`` for extension
+    modules, of which only the location is recorded)."""
     import importlib.util
     try:
         spec = importlib.util.find_spec(name)
@@ -282,17 +203,20 @@ def _module_item(name):
         return "find_spec failed: %s: %s" % (type(exc).__name__, exc)
     if spec is None:
         return "not found"
-    if not isinstance(spec.loader, _SourceFileLoader) or not spec.has_location:
-        return "not a source module (%s)" % type(spec.loader).__name__
+    is_ext = isinstance(spec.loader, _bext.ExtensionFileLoader)
+    if not (isinstance(spec.loader, _SourceFileLoader) or is_ext) or not spec.has_location:
+        return "not a source or extension module (%s)" % type(spec.loader).__name__
     origin = spec.origin
+    is_pkg = spec.submodule_search_locations is not None
+    if is_ext and is_pkg:
+        return "extension module as a package"
     try:
         st = os.stat(origin)
-        code = spec.loader.get_code(name)
+        code = None if is_ext else spec.loader.get_code(name)
     except BaseException as exc:
         return "cannot read code: %s: %s" % (type(exc).__name__, exc)
-    if code is None:
+    if code is None and not is_ext:
         return "no code"
-    is_pkg = spec.submodule_search_locations is not None
     locations = list(spec.submodule_search_locations or ())
     if not all(isinstance(p, str) for p in locations):
         return "package __path__ is not a list of directories"
@@ -301,8 +225,13 @@ def _module_item(name):
     entry = os.path.dirname(origin)
     if is_pkg:
         entry = os.path.dirname(entry)
-    meta = _encode_meta(origin, st.st_mtime_ns, st.st_size, is_pkg, locations, entry,
-                        sys.flags.optimize)
+    kind = "extension" if is_ext else "package" if is_pkg else "module"
+    cached = spec.cached if sys.pycache_prefix is None and not is_ext else None
+    try:
+        meta = _pycds.module_meta(kind, sys.flags.optimize, st.st_mtime_ns, st.st_size,
+                                  origin, entry, cached, locations)
+    except ValueError as exc:
+        return "cannot record its location: %s" % exc
     return (name, code, meta)
 
 
@@ -325,7 +254,7 @@ def dump(list_path, archive_path, progress=None):
         if isinstance(r, str):
             skipped.append((name, r))
             continue
-        if main_file and _decode_meta(r[2])[0] == os.path.abspath(main_file):
+        if main_file and _pycds.decode_module_meta(r[2])["origin"] == os.path.abspath(main_file):
             skipped.append((name, "is the __main__ script"))
             continue
         items.append(r)
@@ -386,7 +315,7 @@ def stats():
     archive = _state["archive"]
     return {
         "mode": _state["mode"],
-        "archive": os.fspath(archive.path) if archive is not None else None,
+        "archive": _state["archive_path"],
         "served": list(_state["served"]),
         "fallbacks": list(_state["fallbacks"]),
         "load": archive.stats() if archive is not None else None,

@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 
 use pycds_pyformat::profile::split_archive_meta;
 use pycds_pyformat::PyArchiveWriter;
-use pyo3::exceptions::{PyKeyError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping};
 
 use crate::dump::Dumper;
 use crate::error::{HookError, HookResult};
 use crate::load::{verify_bytes, LoadedArchive};
+use crate::modmeta::{ModuleKind, ModuleMeta};
 use crate::probe::runtime;
 
 /// Write an archive of named roots: `items` is a list of `(name, value, meta)`;
@@ -91,6 +92,14 @@ pub fn save(py: Python<'_>, path: PathBuf, roots: &Bound<'_, PyAny>) -> PyResult
 #[pyclass(frozen, name = "Archive", module = "pycds._pycds", mapping)]
 pub struct Archive {
     inner: LoadedArchive,
+}
+
+impl Archive {
+    /// The import hook's metadata of module `name` (the client part of its root's
+    /// metadata), if the archive has such a root.
+    pub fn module_meta(&self, name: &str) -> Option<&[u8]> {
+        self.inner.root_meta(name)
+    }
 }
 
 #[pymethods]
@@ -264,5 +273,73 @@ pub fn check_interpreter<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("python", rt.layout.version.to_string())?;
     d.set_item("fingerprint", rt.fingerprint.to_text())?;
     d.set_item("code_versions_reserved", rt.version_counter.is_some())?;
+    Ok(d)
+}
+
+/// Encode the import hook's metadata of one module (see `pycds_pyhook::modmeta`).
+#[pyfunction]
+#[pyo3(signature = (kind, optimize, mtime_ns, size, origin, entry, cached, locations))]
+#[allow(clippy::too_many_arguments)]
+pub fn module_meta<'py>(
+    py: Python<'py>,
+    kind: &str,
+    optimize: u8,
+    mtime_ns: i64,
+    size: u64,
+    origin: PathBuf,
+    entry: PathBuf,
+    cached: Option<PathBuf>,
+    locations: Vec<PathBuf>,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    use std::os::unix::ffi::OsStrExt;
+    let kind = ModuleKind::from_name(kind)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown module kind {kind:?}")))?;
+    let cached = cached.unwrap_or_default();
+    let m = ModuleMeta {
+        kind,
+        optimize,
+        mtime_ns,
+        size,
+        origin: origin.as_os_str().as_bytes(),
+        entry: entry.as_os_str().as_bytes(),
+        cached: cached.as_os_str().as_bytes(),
+        locations: locations.iter().map(|l| l.as_os_str().as_bytes()).collect(),
+    };
+    if m.origin.is_empty() || m.entry.is_empty() {
+        return Err(PyValueError::new_err("origin and entry must not be empty"));
+    }
+    if [m.origin, m.entry, m.cached]
+        .iter()
+        .chain(m.locations.iter())
+        .any(|p| p.contains(&0))
+    {
+        return Err(PyValueError::new_err("paths must not contain NUL"));
+    }
+    Ok(pyo3::types::PyBytes::new(py, &m.encode()))
+}
+
+/// Decode the import hook's metadata of one module into a dict (`kind`, `optimize`,
+/// `mtime_ns`, `size`, `origin`, `entry`, `cached`, `locations`); raises `ValueError`.
+#[pyfunction]
+pub fn decode_module_meta<'py>(py: Python<'py>, meta: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let m = ModuleMeta::decode(meta).map_err(PyValueError::new_err)?;
+    let d = PyDict::new(py);
+    d.set_item("kind", m.kind.name())?;
+    d.set_item("optimize", m.optimize)?;
+    d.set_item("mtime_ns", m.mtime_ns)?;
+    d.set_item("size", m.size)?;
+    d.set_item("origin", OsStr::from_bytes(m.origin))?;
+    d.set_item("entry", OsStr::from_bytes(m.entry))?;
+    d.set_item(
+        "cached",
+        (!m.cached.is_empty()).then(|| OsStr::from_bytes(m.cached)),
+    )?;
+    let locs = PyList::empty(py);
+    for l in &m.locations {
+        locs.append(OsStr::from_bytes(l))?;
+    }
+    d.set_item("locations", locs)?;
     Ok(d)
 }

@@ -10,7 +10,9 @@ pub mod api;
 pub mod dump;
 pub mod error;
 mod ffi;
+pub mod finder;
 pub mod load;
+pub mod modmeta;
 pub mod probe;
 
 use pyo3::prelude::*;
@@ -24,7 +26,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::verify, m)?)?;
     m.add_function(wrap_pyfunction!(api::inspect, m)?)?;
     m.add_function(wrap_pyfunction!(api::check_interpreter, m)?)?;
+    m.add_function(wrap_pyfunction!(api::module_meta, m)?)?;
+    m.add_function(wrap_pyfunction!(api::decode_module_meta, m)?)?;
     m.add_class::<api::Archive>()?;
+    m.add_class::<finder::Finder>()?;
     m.add("PycdsError", py.get_type::<error::PycdsError>())?;
     m.add(
         "CorruptArchiveError",
