@@ -519,17 +519,18 @@ def stdlib_save_main():
 
 
 def stdlib_check_main():
-    """argv: archive, stdlib directory. For every root, in the order the saver compiled
-    them: compile the file again, then load the root from the archive and check it;
-    prints JSON {"checked": n, "problems": [...], "singletons": n}."""
+    """argv: archive, stdlib directory, "1" to check objects at load ("0": trust them, as
+    the import hook does). For every root, in the order the saver compiled them: compile
+    the file again, then load the root from the archive and check it; prints JSON
+    {"checked": n, "problems": [...], "singletons": n}."""
     _preimport()
     import gc
     import marshal
 
     import pycds
 
-    archive, root = sys.argv[1:3]
-    a = pycds.load(archive)
+    archive, root, check = sys.argv[1:4]
+    a = pycds.load(archive, check=check == "1")
     problems, singletons = [], []
     keep = []  # like the saver, keep every compiled module alive (3.11 interning is mortal)
     checked = 0

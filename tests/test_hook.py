@@ -124,6 +124,22 @@ def archive_names(path):
     return ok(run(["-c", code, os.fspath(path)])).stdout.split()
 
 
+def span_of(path, name):
+    """(start, length) in the file of the span holding root ``name`` (read with the
+    specification's independent reader)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "spec", "reader"))
+    try:
+        import arena_reader
+    finally:
+        del sys.path[0]
+    with open(path, "rb") as f:
+        a = arena_reader.Arena(f.read())
+    root = next(r for r in a.roots if r.name == name.encode())
+    span = a.spans[root.span]
+    return span.start, span.length
+
+
 def trace_dump(args, cwd, lst, img, **values):
     """TRACE ``python *args``, then DUMP with a bare ``python`` in ``cwd``."""
     ok(run(args, cwd=cwd, PYCDSMODE="TRACE", PYCDSLIST=lst, **values))
@@ -345,6 +361,87 @@ def test_fallback_shadowed_by_package(project):
     write(project["app"] / "shadowed" / "__init__.py", 'WHO = "package"\n')
     p = ok(share(project, ["app.py"]))
     assert "shadowed: package\n" in p.stdout
+
+
+def test_fallback_shadowed_in_its_own_directory(project):
+    # In one directory FileFinder prefers a package to name.py, and an extension module
+    # to both: one added next to an archived module wins over the archive too.
+    write(project["lib"] / "shadowed" / "__init__.py", 'WHO = "package next to it"\n')
+    p = ok(share(project, ["app.py"], verbose="2"))
+    assert "shadowed: package next to it\n" in p.stdout
+    assert "pycds: fallback shadowed: shadowed by another module in its own directory" \
+        in p.stderr
+    assert "fbpkg.kept" in served_lines(p.stderr)
+    import shutil
+    shutil.rmtree(project["lib"] / "shadowed")
+    ext = subprocess.run([PY, "-c", "import _json, importlib.machinery as m;"
+                          "print(_json.__file__); print(m.EXTENSION_SUFFIXES[0])"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    shutil.copy(ext[0], project["lib"] / ("shadowed" + ext[1]))
+    plain = run(["app.py"], cwd=project["app"], **project["env"])
+    shared = share(project, ["app.py"], verbose="2")
+    # CPython now loads the (wrong) extension, and so does the shared run.
+    assert plain.returncode == shared.returncode == 1
+    assert "PyInit_shadowed" in plain.stderr and "PyInit_shadowed" in shared.stderr
+    assert "shadowed" not in served_lines(shared.stderr)
+
+
+def test_full_object_check_mode_serves_the_same(project):
+    p = ok(share(project, ["app.py"], PYCDS_CHECK="full"))
+    assert p.stdout == project["plain"].stdout
+    assert "fbpkg.kept" in served_lines(p.stderr)
+
+
+def test_other_compiler_flags_fall_back_quietly(project):
+    # A child started with -X no_debug_ranges would compile other line tables: the
+    # archive is not for it, without a warning (as with -O), and AUTO leaves it alone.
+    before = project["archive"].read_bytes()
+    for mode in ("SHARE", "AUTO"):
+        p = ok(run(["-X", "no_debug_ranges", "app.py"], cwd=project["app"], PYCDSMODE=mode,
+                   PYCDSARCHIVE=project["archive"], **project["env"]))
+        assert p.stdout == project["plain"].stdout and p.stderr == "", mode
+        p = ok(run(["-X", "no_debug_ranges", "-c", "import json, pycds; "
+                    "print(json.dumps(pycds.stats()))"], cwd=project["app"], PYCDSMODE=mode,
+                   PYCDSARCHIVE=project["archive"], PYCDSVERBOSE="2", **project["env"]))
+        stats = json.loads(p.stdout)
+        assert stats["served"] == [] and "no_debug_ranges" in stats["unused_because"]
+        assert "not using archive" in p.stderr and "warning" not in p.stderr
+    assert project["archive"].read_bytes() == before
+
+
+def test_damaged_span_of_a_module_the_warning_path_could_need(tmp_path):
+    # Reporting a damaged span must not import anything (formatting the archive's path
+    # as a pathlib.Path once imported pathlib, whose dependencies were being imported).
+    write(tmp_path / "app.py", "import argparse, ipaddress\nprint('ok')\n")
+    lst, img = tmp_path / "app.lst", tmp_path / "app.img"
+    ok(run(["app.py"], cwd=tmp_path, PYCDSMODE="TRACE", PYCDSLIST=lst))
+    ok(run([], cwd=tmp_path, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img))
+    data = bytearray(img.read_bytes())
+    for name in ("re._compiler", "ipaddress", "functools"):
+        start, length = span_of(img, name)
+        data[start + length // 2] ^= 0x08
+    img.write_bytes(bytes(data))
+    p = ok(run(["app.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img, timeout=60))
+    assert p.stdout == "ok\n"
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pycds: warning: ") and "damaged" in lines[0]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="isolated sub-interpreters: 3.12+")
+def test_isolated_subinterpreter_is_quiet():
+    code = textwrap.dedent("""\
+        try:
+            import _interpreters as I
+        except ImportError:
+            import _xxsubinterpreters as I
+        iid = I.create()
+        I.run_string(iid, 'import json')
+        print('ok')
+        """)
+    p = ok(run(["-c", code], PYCDSMODE="SHARE", PYCDSARCHIVE="/nonexistent.img"))
+    assert p.stdout == "ok\n"
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "/nonexistent.img" in lines[0], p.stderr
 
 
 def test_fallback_not_on_path(project):

@@ -6,7 +6,9 @@
 //!
 //! * `pyformat/verify`: the arena's per-span check of every span (CRC, bitmaps, slot targets);
 //! * `pyformat/check`: the structural check of every span's objects (`Checker::check_span`),
-//!   on spans verified beforehand; throughput in objects.
+//!   on spans verified beforehand; throughput in objects;
+//! * `pyformat/plan`: the fix-up plan of every span for trusted objects
+//!   (`Planner::plan_span`, what the import hook runs), on the same spans.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pycds_arena::{Archive, SpanId};
 use pycds_pyformat::meta::span_roots;
 use pycds_pyformat::profile::archive_version;
-use pycds_pyformat::{Checker, ExternTable};
+use pycds_pyformat::{Checker, ExternTable, Planner};
 
 fn bench(c: &mut Criterion) {
     let Ok(path) = std::env::var("PYCDS_BENCH_ARCHIVE") else {
@@ -66,6 +68,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             for (v, r) in views.iter().zip(&roots) {
                 black_box(checker.check_span(v, &externs, r).expect("span checks"));
+            }
+        })
+    });
+    let mut planner = Planner::new(version.layout());
+    g.bench_function("plan", |b| {
+        b.iter(|| {
+            for (v, r) in views.iter().zip(&roots) {
+                black_box(planner.plan_span(v, &externs, r).expect("span plans"));
             }
         })
     });

@@ -1,11 +1,13 @@
-//! The CPython checker on arbitrary bytes (and on a copy with repaired checksums), for each of the three layouts: parse, verify
-//! every span, run `Checker::check_span`; never panics, and every plan it returns only names
-//! offsets inside the span that refer to what the plan says (the loader writes through them).
+//! The CPython checker and the trusted planner on arbitrary bytes (and on a copy with repaired
+//! checksums), for each of the three layouts: parse, verify every span, run
+//! `Checker::check_span` and `Planner::plan_span`; neither panics, every plan either returns
+//! only names offsets inside the span that refer to what the plan says (the loader writes
+//! through them), and on a span the checker accepts the planner computes the same plan.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pycds_arena::{Archive, SpanId};
-use pycds_pyformat::{Checker, ExternTable};
+use pycds_pyformat::{Checker, ExternTable, Planner};
 
 fuzz_target!(|data: &[u8]| {
     for input in pycds_fuzz::variants(data) {
@@ -27,9 +29,17 @@ fn run(data: &[u8]) {
         .collect();
     for v in pycds_fuzz::VERSIONS {
         let mut checker = Checker::new(v.layout());
+        let mut planner = Planner::new(v.layout());
         for view in &views {
-            if let Ok(plan) = checker.check_span(view, &externs, &roots[view.id().0 as usize]) {
+            let r = &roots[view.id().0 as usize];
+            let checked = checker.check_span(view, &externs, r);
+            let planned = planner.plan_span(view, &externs, r);
+            if let Ok(plan) = &planned {
+                pycds_fuzz::assert_plan_sound(view, plan, v.layout());
+            }
+            if let Ok(plan) = checked {
                 pycds_fuzz::assert_plan_sound(view, &plan, v.layout());
+                assert_eq!(planned.ok(), Some(plan), "planner differs on a checked span");
             }
         }
     }

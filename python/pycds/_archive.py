@@ -13,8 +13,8 @@ class Archive(Mapping):
 
     __slots__ = ("_native",)
 
-    def __init__(self, path):
-        self._native = _pycds.Archive(path)
+    def __init__(self, path, check=True):
+        self._native = _pycds.Archive(path, check)
 
     def __getitem__(self, name):
         if not isinstance(name, str):
@@ -47,6 +47,12 @@ class Archive(Mapping):
         return "<pycds.Archive %r (%d roots)>" % (str(self.path), len(self))
 
 
-def load(path):
-    """Open the archive at ``path`` for use in place; returns an :class:`Archive`."""
-    return Archive(path)
+def load(path, check=True):
+    """Open the archive at ``path`` for use in place; returns an :class:`Archive`.
+
+    With ``check`` (the default) every object of a root is checked before the root is
+    handed out, so an archive of unknown origin cannot hand out malformed objects.
+    ``check=False`` trusts the objects (checked when pycds wrote the archive) and verifies
+    only each root's checksum and slots: for archives this user wrote, as the import
+    hook does (see ``spec/security.md``)."""
+    return Archive(path, check)

@@ -20,6 +20,7 @@ _state: dict = {
     "mode": None,
     "archive": None,
     "archive_path": None,
+    "unused_because": None,
     "finder": None,
     "served": [],
     "fallbacks": [],
@@ -129,9 +130,19 @@ def share(path):
     gives one warning on stderr and leaves imports untouched.
     """
     try:
-        archive = _pycds.load(os.fspath(path))
+        # Objects were checked when the archive was written; PYCDS_CHECK=full checks them
+        # again at every load (integrity is always verified).
+        check = os.environ.get("PYCDS_CHECK", "").strip().lower() == "full"
+        archive = _pycds.load(os.fspath(path), check)
         finder = _pycds.Finder(archive, CDSLoader, CDSExtensionLoader, _fallback,
                                _found_in_other_entry)
+    except _pycds._CompilerFlagsMismatch as exc:
+        # This interpreter, run with other compiler flags (e.g. a child started with
+        # -X no_debug_ranges): the archive is simply not for this process, as with -O.
+        _state["unused_because"] = str(exc)
+        if _verbose() >= 2:
+            sys.stderr.write("pycds: not using archive %s: %s\n" % (os.fspath(path), exc))
+        return False
     except Exception as exc:
         _warn("cannot use archive %s: %s" % (os.fspath(path), exc))
         return False
@@ -301,7 +312,9 @@ def auto(archive_path):
         _state["warned"] = True  # a stale or foreign archive is simply replaced
         ok = share(archive_path)
         _state["warned"] = False
-        if not ok:
+        if not ok and _state["unused_because"] is None:
+            # (An archive of this interpreter under other compiler flags is left alone:
+            # the processes that use it would only replace it back.)
             _state["auto_reason"] = "unusable"
     else:
         _state["auto_reason"] = "missing"
@@ -316,6 +329,7 @@ def stats():
     return {
         "mode": _state["mode"],
         "archive": _state["archive_path"],
+        "unused_because": _state["unused_because"],
         "served": list(_state["served"]),
         "fallbacks": list(_state["fallbacks"]),
         "load": archive.stats() if archive is not None else None,

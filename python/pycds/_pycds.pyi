@@ -2,8 +2,9 @@
 
 import os
 import pathlib
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TypedDict, final
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from typing import Literal, TypedDict, final
 
 __all__ = [
     "write_archive",
@@ -12,7 +13,10 @@ __all__ = [
     "verify",
     "inspect",
     "check_interpreter",
+    "module_meta",
+    "decode_module_meta",
     "Archive",
+    "Finder",
     "PycdsError",
     "CorruptArchiveError",
     "IncompatibleArchiveError",
@@ -54,6 +58,20 @@ class _LoadStats(TypedDict):
     objects: int
     interned: int
     load_seconds: float
+    #: of which checking objects (``check=True``) or planning fix-ups
+    check_seconds: float
+    #: of which interning, frozensets and code versions
+    fixup_seconds: float
+
+class _ModuleMeta(TypedDict):
+    kind: Literal["module", "package", "extension"]
+    optimize: int
+    mtime_ns: int
+    size: int
+    origin: str
+    entry: str
+    cached: str | None
+    locations: list[str]
 
 class _VerifyResult(TypedDict):
     python: str
@@ -82,7 +100,7 @@ class Archive:
     """The native archive object (``pycds.Archive`` wraps it as a full ``Mapping``).
     Roots are loaded on first access and live as long as the process."""
 
-    def __new__(cls, path: _StrPath) -> Archive: ...
+    def __new__(cls, path: _StrPath, check: bool = True) -> Archive: ...
     def __getitem__(self, name: str, /) -> object: ...
     def get(self, name: str, default: object = None) -> object: ...
     def __contains__(self, name: str, /) -> bool: ...
@@ -100,7 +118,37 @@ def write_archive(
     strict: bool = True,
 ) -> _WriteStats: ...
 def save(path: _StrPath, roots: Mapping[str, object]) -> None: ...
-def load(path: _StrPath) -> Archive: ...
+def load(path: _StrPath, check: bool = True) -> Archive: ...
 def verify(path: _StrPath) -> _VerifyResult: ...
 def inspect(path: _StrPath) -> _InspectResult: ...
 def check_interpreter() -> _InterpreterInfo: ...
+def module_meta(
+    kind: Literal["module", "package", "extension"],
+    optimize: int,
+    mtime_ns: int,
+    size: int,
+    origin: _StrPath,
+    entry: _StrPath,
+    cached: _StrPath | None,
+    locations: list[_StrPath],
+) -> bytes: ...
+def decode_module_meta(meta: bytes) -> _ModuleMeta: ...
+
+@final
+class Finder:
+    """The SHARE-mode meta-path finder (installed by ``pycds.share``)."""
+
+    def __new__(
+        cls,
+        archive: Archive,
+        loader: type,
+        extension_loader: type,
+        on_fallback: Callable[[str, str], object],
+        on_other_entry: Callable[[str, str], bool],
+    ) -> Finder: ...
+    def find_spec(
+        self, fullname: str, path: Iterable[str] | None = None, target: object = None
+    ) -> ModuleSpec | None: ...
+    def invalidate_caches(self) -> None: ...
+    @property
+    def archive(self) -> Archive: ...

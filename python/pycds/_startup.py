@@ -86,6 +86,14 @@ def _start():
 
 try:
     _start()
+except ImportError as exc:
+    # Isolated sub-interpreters run site (so this file) but cannot load the extension
+    # (single-phase initialisation); archives are for the main interpreter only anyway.
+    if "subinterpreter" not in str(exc):
+        try:
+            sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
+        except Exception:
+            pass
 except Exception as exc:  # never break interpreter start-up
     try:
         sys.modules["pycds._hook"]._state["error"] = str(exc)

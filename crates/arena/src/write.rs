@@ -535,9 +535,15 @@ impl ArenaBuilder {
     /// and `path` is left as it was. Returns the number of bytes written.
     pub fn write_atomic(self, path: &Path) -> Result<u64, ArenaError> {
         let bytes = self.finish()?;
-        write_atomic_with(&bytes, path, &mut |f, b| f.write_all(b))?;
+        publish(&bytes, path)?;
         Ok(bytes.len() as u64)
     }
+}
+
+/// Publishes finished archive `bytes` (from [`ArenaBuilder::finish`], e.g. after checking
+/// them) at `path` atomically, as [`ArenaBuilder::write_atomic`] does.
+pub fn publish(bytes: &[u8], path: &Path) -> Result<(), ArenaError> {
+    write_atomic_with(bytes, path, &mut |f, b| f.write_all(b))
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);

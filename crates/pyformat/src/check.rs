@@ -42,7 +42,7 @@ const NAMES_CHECKED: u8 = 0x40;
 const INTERN: u8 = 0x80;
 
 /// What the loader must do to a span after relocation.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SpanPlan {
     /// Strings to intern: (base-relative offset of the str, range in `intern_refs`).
     pub interns: Vec<(u64, core::ops::Range<usize>)>,
@@ -149,11 +149,11 @@ pub struct Checker {
     cur: usize,
 }
 
-fn bad(offset: u64, what: &'static str) -> PyFormatError {
+pub(crate) fn bad(offset: u64, what: &'static str) -> PyFormatError {
     PyFormatError::BadObject { offset, what }
 }
 
-fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+pub(crate) fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     let s = b.get(at..at.checked_add(8)?)?;
     Some(u64::from_le_bytes(s.try_into().ok()?))
 }
@@ -184,26 +184,35 @@ fn tag_of(t: u8) -> Option<TypeTag> {
 
 /// The span under check: its bytes and slot bitmaps, addressed by span-relative byte
 /// offsets (`b`) or word indices (`w`); errors carry base-relative offsets.
-struct Span<'a> {
-    bytes: &'a [u8],
-    internal: &'a [u8],
-    external: &'a [u8],
-    start: u64,
-    len: u64,
+pub(crate) struct Span<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) internal: &'a [u8],
+    pub(crate) external: &'a [u8],
+    pub(crate) start: u64,
+    pub(crate) len: u64,
 }
 
 impl<'a> Span<'a> {
-    fn abs(&self, b: usize) -> u64 {
+    pub(crate) fn of(view: &SpanView<'a>) -> Span<'a> {
+        Span {
+            bytes: view.bytes(),
+            internal: view.internal_bitmap(),
+            external: view.external_bitmap(),
+            start: view.start(),
+            len: view.len(),
+        }
+    }
+    pub(crate) fn abs(&self, b: usize) -> u64 {
         self.start + b as u64
     }
     fn past_end(&self, b: usize) -> PyFormatError {
         bad(self.abs(b), "object extends past the end of its span")
     }
-    fn word(&self, w: usize) -> Result<u64, PyFormatError> {
+    pub(crate) fn word(&self, w: usize) -> Result<u64, PyFormatError> {
         let b = w.wrapping_mul(8);
         le_u64(self.bytes, b).ok_or_else(|| self.past_end(b))
     }
-    fn u64_at(&self, b: usize) -> Result<u64, PyFormatError> {
+    pub(crate) fn u64_at(&self, b: usize) -> Result<u64, PyFormatError> {
         le_u64(self.bytes, b).ok_or_else(|| self.past_end(b))
     }
     fn u32_at(&self, b: usize) -> Result<u32, PyFormatError> {
@@ -223,7 +232,7 @@ impl<'a> Span<'a> {
             .ok_or_else(|| self.past_end(b))
     }
     /// The extern id in word `w`, if it is an external slot.
-    fn extern_at(&self, w: usize) -> Option<ExternId> {
+    pub(crate) fn extern_at(&self, w: usize) -> Option<ExternId> {
         if bit(self.external, w) {
             // Fits in u32: the arena checked it is below the extern count.
             le_u64(self.bytes, w.wrapping_mul(8)).map(|v| ExternId(v as u32))
@@ -233,7 +242,7 @@ impl<'a> Span<'a> {
     }
     /// The span-relative word of the object an internal slot at word `w` refers to, if `w`
     /// is an internal slot.
-    fn internal_at(&self, w: usize) -> Option<u64> {
+    pub(crate) fn internal_at(&self, w: usize) -> Option<u64> {
         if bit(self.internal, w) {
             le_u64(self.bytes, w.wrapping_mul(8))
         } else {
@@ -241,7 +250,7 @@ impl<'a> Span<'a> {
         }
     }
     /// Word `i` of 64 of a bitmap.
-    fn chunk(bitmap: &[u8], i: usize) -> u64 {
+    pub(crate) fn chunk(bitmap: &[u8], i: usize) -> u64 {
         le_u64(bitmap, i.wrapping_mul(8))
             .or_else(|| {
                 // a short last chunk (bitmaps are whole u64 words, but stay total)
@@ -282,13 +291,7 @@ impl Checker {
         let start = view.start();
         let len = view.len();
         let words = usize::try_from(len / 8).map_err(|_| bad(start, "span too large"))?;
-        let sp = Span {
-            bytes: view.bytes(),
-            internal: view.internal_bitmap(),
-            external: view.external_bitmap(),
-            start,
-            len,
-        };
+        let sp = Span::of(view);
         self.types.clear();
         self.types.resize(words, 0);
         let chunks = words.div_ceil(64);
@@ -423,25 +426,7 @@ impl Checker {
         }
         self.pending = pending;
 
-        // Group the references to interned strings per string (counting sort).
-        let mut at = 0u32;
-        let mut starts = Vec::with_capacity(self.counts.len());
-        for (i, c) in self.counts.iter().enumerate() {
-            starts.push(at);
-            if let Some(e) = plan.interns.get_mut(i) {
-                e.1 = at as usize..(at + c) as usize;
-            }
-            at += c;
-        }
-        plan.intern_refs = vec![0; at as usize];
-        for &(i, slot) in &self.redirect {
-            if let Some(k) = starts.get_mut(i as usize) {
-                if let Some(r) = plan.intern_refs.get_mut(*k as usize) {
-                    *r = slot;
-                }
-                *k += 1;
-            }
-        }
+        group_intern_refs(&mut plan, &self.counts, &self.redirect);
 
         // 5. Frozenset slots: tuple items that hold a (members) tuple.
         let mut frozen: Vec<(Option<u64>, u64)> = Vec::new();
@@ -485,21 +470,21 @@ impl Checker {
             };
             frozen.push((members, slot));
         }
-        frozen.sort_unstable();
-        let mut i = 0;
-        while let Some(&(m, _)) = frozen.get(i) {
-            let from = plan.frozen_refs.len();
-            while let Some(&(mm, s)) = frozen.get(i) {
-                if mm != m {
-                    break;
-                }
-                plan.frozen_refs.push(s);
-                i += 1;
-            }
-            plan.frozen.push((m, from..plan.frozen_refs.len()));
-        }
+        group_frozen(&mut plan, frozen);
 
-        // 6. Code objects: the counts that size frames agree with the name tables.
+        // 6. Code objects: the span metadata lists exactly them (the loader trusts that list
+        //    when objects are not checked), and the counts that size frames agree with the
+        //    name tables.
+        if meta.objects() as usize != plan.objects
+            || !meta
+                .codes()
+                .map(|o| o as usize)
+                .eq(self.codes.iter().map(|c| 8 * c.obj))
+        {
+            return Err(PyFormatError::BadSpanMeta {
+                what: "object count or code list does not match the objects",
+            });
+        }
         for c in &self.codes {
             let ob = 8 * c.obj;
             let names = code_ref_len(&sp, externs, l, c.obj + l.code.localsplusnames / 8)?;
@@ -889,6 +874,48 @@ impl Checker {
             ));
         }
         usize::try_from(size).map_err(|_| bad(sp.abs(ob), "size overflow"))
+    }
+}
+
+/// Fill `plan.intern_refs` and the ranges of `plan.interns` from `(string index, slot)`
+/// pairs, `counts[i]` of them for string `i` (a counting sort: grouped per string, in
+/// slot order within a group).
+pub(crate) fn group_intern_refs(plan: &mut SpanPlan, counts: &[u32], redirect: &[(u32, u64)]) {
+    let mut at = 0u32;
+    let mut starts = Vec::with_capacity(counts.len());
+    for (i, c) in counts.iter().enumerate() {
+        starts.push(at);
+        if let Some(e) = plan.interns.get_mut(i) {
+            e.1 = at as usize..(at + c) as usize;
+        }
+        at += c;
+    }
+    plan.intern_refs = vec![0; at as usize];
+    for &(i, slot) in redirect {
+        if let Some(k) = starts.get_mut(i as usize) {
+            if let Some(r) = plan.intern_refs.get_mut(*k as usize) {
+                *r = slot;
+            }
+            *k += 1;
+        }
+    }
+}
+
+/// Fill `plan.frozen` / `plan.frozen_refs` from `(members, slot)` pairs, grouped per
+/// members tuple (one frozenset per distinct tuple).
+pub(crate) fn group_frozen(plan: &mut SpanPlan, mut frozen: Vec<(Option<u64>, u64)>) {
+    frozen.sort_unstable();
+    let mut i = 0;
+    while let Some(&(m, _)) = frozen.get(i) {
+        let from = plan.frozen_refs.len();
+        while let Some(&(mm, s)) = frozen.get(i) {
+            if mm != m {
+                break;
+            }
+            plan.frozen_refs.push(s);
+            i += 1;
+        }
+        plan.frozen.push((m, from..plan.frozen_refs.len()));
     }
 }
 

@@ -49,6 +49,12 @@ pub enum PyFormatError {
         /// human-readable list of the fingerprint entries that differ
         differences: String,
     },
+    /// The archive was written by the same interpreter build running with other compiler
+    /// flags (`-X no_debug_ranges`): its code is not what this process would compile.
+    CompilerFlagsMismatch {
+        /// human-readable list of the flags that differ
+        differences: String,
+    },
 }
 
 impl PyFormatError {
@@ -57,7 +63,9 @@ impl PyFormatError {
     pub fn is_incompatible(&self) -> bool {
         match self {
             PyFormatError::Arena(e) => e.is_incompatible(),
-            PyFormatError::ProfileMismatch { .. } | PyFormatError::UnknownExtern { .. } => true,
+            PyFormatError::ProfileMismatch { .. }
+            | PyFormatError::CompilerFlagsMismatch { .. }
+            | PyFormatError::UnknownExtern { .. } => true,
             _ => false,
         }
     }
@@ -88,6 +96,10 @@ impl fmt::Display for PyFormatError {
             PyFormatError::ProfileMismatch { differences } => write!(
                 f,
                 "archive was written by a different interpreter build ({differences})"
+            ),
+            PyFormatError::CompilerFlagsMismatch { differences } => write!(
+                f,
+                "archive was dumped with other compiler flags ({differences})"
             ),
         }
     }

@@ -9,6 +9,8 @@
 //!   frozenset constants in the interpreter's in-memory layout, runtime caches reset;
 //! * [`check::Checker`]: the structural check of a span before the interpreter sees it,
 //!   producing the load-time fix-up plan (strings to intern, frozensets to build);
+//! * [`plan::Planner`]: the same plan for a span whose objects are trusted (checked when
+//!   the archive was written), from its metadata and slot bitmaps only;
 //! * [`profile::Fingerprint`]: which interpreter build an archive belongs to.
 //!
 //! The format is specified in `spec/python-profile.md`.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod externs;
 pub mod layout;
 pub mod meta;
+pub mod plan;
 pub mod profile;
 pub mod write;
 
@@ -26,5 +29,6 @@ pub use check::{Checker, SpanPlan};
 pub use error::PyFormatError;
 pub use externs::{ExternKind, ExternTable, TypeTag};
 pub use layout::{Layout, PyVersion};
+pub use plan::Planner;
 pub use profile::Fingerprint;
 pub use write::{ObjRef, PyArchiveWriter, StrData};

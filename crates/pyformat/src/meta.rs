@@ -4,27 +4,31 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `PYS1` |
+//! | 0 | 4 | magic `PYS2` |
 //! | 4 | 4 | `n_intern`: strings to intern at load |
 //! | 8 | 4 | `n_frozen`: slots whose tuple becomes a frozenset at load |
-//! | 12 | 4 | reserved, zero |
-//! | 16 | 4·n_intern | span-relative offsets of the str objects to intern, strictly increasing |
+//! | 12 | 4 | `n_code`: code objects (they get fresh `co_version`s at load) |
+//! | 16 | 4 | `n_objects`: objects in the span |
+//! | 20 | 4·n_intern | span-relative offsets of the str objects to intern, strictly increasing |
 //! | … | 4·n_frozen | span-relative offsets of the frozenset slots, strictly increasing |
+//! | … | 4·n_code | span-relative offsets of the code objects, strictly increasing |
 //!
 //! Root meta: one byte of [`RootKind`], then the client's bytes.
 
 use crate::error::PyFormatError;
 
-const SPAN_MAGIC: &[u8; 4] = b"PYS1";
+const SPAN_MAGIC: &[u8; 4] = b"PYS2";
+const HEADER: usize = 20;
 
 /// Encode span metadata.
-pub fn encode_span_meta(interns: &[u32], frozen: &[u32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + 4 * (interns.len() + frozen.len()));
+pub fn encode_span_meta(interns: &[u32], frozen: &[u32], codes: &[u32], objects: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 4 * (interns.len() + frozen.len() + codes.len()));
     out.extend_from_slice(SPAN_MAGIC);
-    out.extend_from_slice(&(interns.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(frozen.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for v in interns.iter().chain(frozen) {
+    for n in [interns.len(), frozen.len(), codes.len()] {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&objects.to_le_bytes());
+    for v in interns.iter().chain(frozen).chain(codes) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
@@ -33,34 +37,37 @@ pub fn encode_span_meta(interns: &[u32], frozen: &[u32]) -> Vec<u8> {
 /// Decoded view of span metadata.
 #[derive(Debug, Clone, Copy)]
 pub struct SpanMeta<'a> {
+    objects: u32,
     interns: &'a [u8],
     frozen: &'a [u8],
+    codes: &'a [u8],
 }
 
 impl<'a> SpanMeta<'a> {
     /// Parse and bounds-check; ordering is checked while iterating.
     pub fn parse(meta: &'a [u8]) -> Result<SpanMeta<'a>, PyFormatError> {
         let bad = |what| PyFormatError::BadSpanMeta { what };
-        if meta.len() < 16 || &meta[..4] != SPAN_MAGIC {
-            return Err(bad("bad magic"));
+        if meta.len() < HEADER || &meta[..4] != SPAN_MAGIC {
+            return Err(bad("bad magic (written by another pycds version?)"));
         }
         let word = |i: usize| u32::from_le_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
-        let ni = word(4) as usize;
-        let nf = word(8) as usize;
-        if word(12) != 0 {
-            return Err(bad("reserved field not zero"));
-        }
+        let (ni, nf, nc) = (word(4) as usize, word(8) as usize, word(12) as usize);
         let need = ni
             .checked_add(nf)
+            .and_then(|n| n.checked_add(nc))
             .and_then(|n| n.checked_mul(4))
-            .and_then(|n| n.checked_add(16))
+            .and_then(|n| n.checked_add(HEADER))
             .ok_or(bad("counts overflow"))?;
         if need != meta.len() {
             return Err(bad("length does not match counts"));
         }
+        let f = HEADER + 4 * ni;
+        let c = f + 4 * nf;
         Ok(SpanMeta {
-            interns: &meta[16..16 + 4 * ni],
-            frozen: &meta[16 + 4 * ni..],
+            objects: word(16),
+            interns: &meta[HEADER..f],
+            frozen: &meta[f..c],
+            codes: &meta[c..],
         })
     }
 
@@ -77,6 +84,16 @@ impl<'a> SpanMeta<'a> {
     /// Span-relative offsets of frozenset slots.
     pub fn frozen(&self) -> impl Iterator<Item = u32> + 'a {
         words(self.frozen)
+    }
+
+    /// Number of objects in the span.
+    pub fn objects(&self) -> u32 {
+        self.objects
+    }
+
+    /// Span-relative offsets of the code objects.
+    pub fn codes(&self) -> impl Iterator<Item = u32> + 'a {
+        words(self.codes)
     }
 }
 
@@ -138,16 +155,21 @@ mod tests {
 
     #[test]
     fn span_meta_round_trip() {
-        let m = encode_span_meta(&[8, 64], &[24]);
+        let m = encode_span_meta(&[8, 64], &[24], &[0, 96], 7);
         let p = SpanMeta::parse(&m).unwrap();
         assert_eq!(p.interns().collect::<Vec<_>>(), vec![8, 64]);
         assert_eq!(p.frozen().collect::<Vec<_>>(), vec![24]);
+        assert_eq!(p.codes().collect::<Vec<_>>(), vec![0, 96]);
+        assert_eq!(p.objects(), 7);
         for cut in 0..m.len() {
             assert!(SpanMeta::parse(&m[..cut]).is_err());
         }
         let mut bad = m.clone();
         bad[12] = 1;
         assert!(SpanMeta::parse(&bad).is_err());
+        let mut old = m.clone();
+        old[3] = b'1';
+        assert!(SpanMeta::parse(&old).is_err());
     }
 
     #[test]

@@ -79,24 +79,42 @@ impl Fingerprint {
         let stored = String::from_utf8_lossy(stored);
         let theirs: Vec<(&str, &str)> = stored.lines().filter_map(|l| l.split_once('=')).collect();
         let mut diffs = Vec::new();
+        let mut only_flags = true;
         for line in mine.lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
             };
             match theirs.iter().find(|(tk, _)| *tk == k) {
                 Some((_, tv)) if *tv == v => {}
-                Some((_, tv)) => diffs.push(format!("{k}: archive {tv:?}, running {v:?}")),
-                None => diffs.push(format!("{k}: missing from archive")),
+                Some((_, tv)) => {
+                    only_flags &= COMPILER_FLAGS.contains(&k);
+                    diffs.push(format!("{k}: archive {tv:?}, running {v:?}"))
+                }
+                None => {
+                    only_flags = false;
+                    diffs.push(format!("{k}: missing from archive"))
+                }
             }
+        }
+        if diffs.is_empty() || theirs.len() != mine.lines().count() {
+            only_flags = false;
         }
         if diffs.is_empty() {
             diffs.push("fingerprint text differs".into());
         }
-        Err(PyFormatError::ProfileMismatch {
-            differences: diffs.join("; "),
+        let differences = diffs.join("; ");
+        Err(if only_flags {
+            PyFormatError::CompilerFlagsMismatch { differences }
+        } else {
+            PyFormatError::ProfileMismatch { differences }
         })
     }
 }
+
+/// Fingerprint entries that are interpreter options rather than the build: the same
+/// installation compiles other code under them, so an archive dumped with other values is
+/// simply not for this process (a quiet fall-back, not a warning).
+const COMPILER_FLAGS: [&str; 1] = ["no_debug_ranges"];
 
 /// Split archive metadata into the fingerprint text and the client's trailing bytes.
 /// The metadata is the fingerprint text, a NUL byte, then client bytes.
@@ -156,6 +174,14 @@ mod tests {
     #[test]
     fn mismatch_names_the_difference() {
         let a = fp();
+        let mut c = fp();
+        c.no_debug_ranges = true;
+        let e = a.compare_with_text(c.to_text().as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, PyFormatError::CompilerFlagsMismatch { .. }),
+            "{e}"
+        );
+        assert!(e.is_incompatible());
         let mut b = fp();
         b.sys_version = "3.12.2".into();
         b.no_debug_ranges = true;

@@ -50,6 +50,8 @@ struct OpenSpan {
     start: u64,
     interns: Vec<u32>,
     frozen: Vec<u32>,
+    codes: Vec<u32>,
+    objects: u32,
     strings: HashMap<(u8, bool, Vec<u8>), u64>,
     bytes: HashMap<Vec<u8>, u64>,
 }
@@ -97,6 +99,8 @@ impl PyArchiveWriter {
             start,
             interns: Vec::new(),
             frozen: Vec::new(),
+            codes: Vec::new(),
+            objects: 0,
             strings: HashMap::new(),
             bytes: HashMap::new(),
         });
@@ -110,7 +114,10 @@ impl PyArchiveWriter {
         interns.dedup();
         let mut frozen = open.frozen;
         frozen.sort_unstable();
-        self.arena.end_span(&encode_span_meta(&interns, &frozen))
+        let mut codes = open.codes;
+        codes.sort_unstable();
+        self.arena
+            .end_span(&encode_span_meta(&interns, &frozen, &codes, open.objects))
     }
 
     fn open(&mut self) -> &mut OpenSpan {
@@ -133,6 +140,7 @@ impl PyArchiveWriter {
         self.put_u64(obj, l.refcnt);
         let ty = self.types[tag as usize - 1];
         self.arena.set_external(obj + l.ob_type as u64, ty);
+        self.open().objects += 1;
         obj
     }
 
@@ -378,6 +386,8 @@ impl PyArchiveWriter {
             self.put_u64(obj + off as u64, 0);
             self.put_slot(obj + off as u64, f)?;
         }
+        let rel = self.rel(obj)?;
+        self.open().codes.push(rel);
         Ok(ObjRef::Internal(obj))
     }
 

@@ -4,7 +4,8 @@
 use pycds_arena::{Archive, SpanId};
 use pycds_pyformat::layout::CodeField;
 use pycds_pyformat::{
-    Checker, ExternKind, ExternTable, Fingerprint, ObjRef, PyArchiveWriter, PyVersion, StrData,
+    Checker, ExternKind, ExternTable, Fingerprint, ObjRef, Planner, PyArchiveWriter, PyVersion,
+    StrData,
 };
 
 fn fingerprint(v: PyVersion) -> Fingerprint {
@@ -122,10 +123,15 @@ fn check_all(bytes: &[u8], v: PyVersion) -> Result<usize, String> {
             .filter(|r| r.span == SpanId(i))
             .map(|r| (r.object, r.meta.first() == Some(&1)))
             .collect();
-        n += checker
+        let plan = checker
             .check_span(&view, &externs, &roots)
-            .map_err(|e| e.to_string())?
-            .objects;
+            .map_err(|e| e.to_string())?;
+        // The planner (used when objects are trusted) computes the same plan.
+        let trusted = Planner::new(v.layout())
+            .plan_span(&view, &externs, &roots)
+            .map_err(|e| format!("planner: {e}"))?;
+        assert_eq!(plan, trusted, "planner and checker disagree on span {i}");
+        n += plan.objects;
     }
     Ok(n)
 }

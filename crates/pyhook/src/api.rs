@@ -58,9 +58,18 @@ pub fn write_archive<'py>(
         written += 1;
     }
     let heap = w.heap_len();
-    let size = w
-        .write_atomic(&path)
-        .map_err(|e| HookError::from(e).at(&path))?;
+    let bytes = w.finish().map_err(|e| HookError::from(e).at(&path))?;
+    // Every object is checked before the archive is published: loaders that trust the
+    // objects (the import hook) then only verify integrity.
+    if let Err(e) = verify_bytes(&bytes) {
+        return Err(crate::error::PycdsError::new_err(format!(
+            "internal error: the archive written for {} fails its own check ({e}); \
+             nothing was written",
+            path.display()
+        )));
+    }
+    pycds_arena::write::publish(&bytes, &path).map_err(|e| HookError::from(e).at(&path))?;
+    let size = bytes.len() as u64;
     let d = PyDict::new(py);
     d.set_item("roots", written)?;
     d.set_item("bytes", size)?;
@@ -104,10 +113,15 @@ impl Archive {
 
 #[pymethods]
 impl Archive {
+    /// Open `path`. `check=True` checks every object of a root's span before the root is
+    /// handed out (for archives of unknown origin); `check=False` trusts the objects (an
+    /// archive written by pycds for this user, as the import hook uses) and verifies only
+    /// the span's checksum, slots and fix-up plan.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, check = true))]
+    fn new(py: Python<'_>, path: PathBuf, check: bool) -> PyResult<Self> {
         Ok(Archive {
-            inner: LoadedArchive::open(py, &path).map_err(|e| e.at(&path))?,
+            inner: LoadedArchive::open(py, &path, check).map_err(|e| e.at(&path))?,
         })
     }
 
@@ -191,10 +205,11 @@ impl Archive {
     }
 }
 
-/// `pycds.load(path)`: open an archive as a read-only mapping.
+/// `pycds.load(path, check=True)`: open an archive as a read-only mapping.
 #[pyfunction]
-pub fn load(py: Python<'_>, path: PathBuf) -> PyResult<Archive> {
-    Archive::new(py, path)
+#[pyo3(signature = (path, check = true))]
+pub fn load(py: Python<'_>, path: PathBuf, check: bool) -> PyResult<Archive> {
+    Archive::new(py, path, check)
 }
 
 /// Full structural and checksum verification of an archive file (of any supported

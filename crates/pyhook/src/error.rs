@@ -26,6 +26,12 @@ create_exception!(
 );
 create_exception!(
     pycds,
+    CompilerFlagsMismatch,
+    IncompatibleArchiveError,
+    "The archive was dumped by this interpreter running with other compiler flags (-X no_debug_ranges); the import hook falls back quietly."
+);
+create_exception!(
+    pycds,
     UnsupportedObjectError,
     PycdsError,
     "An object of a type pycds cannot archive (the message names the root and the path)."
@@ -117,6 +123,9 @@ impl From<HookError> for PyErr {
                 ) =>
             {
                 PycdsError::new_err(msg)
+            }
+            HookError::Format(PyFormatError::CompilerFlagsMismatch { .. }) => {
+                CompilerFlagsMismatch::new_err(msg)
             }
             _ if e.is_incompatible() => IncompatibleArchiveError::new_err(msg),
             _ => match e {

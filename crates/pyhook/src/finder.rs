@@ -7,10 +7,11 @@
 //! 1. its root's metadata decodes and was written for this optimization level (`-O`);
 //! 2. the directory the dump found it in is on the search path (`sys.path`, or the parent
 //!    package's `__path__`), as the same string or the same absolute path;
-//! 3. no entry *before* that one holds a module or regular package of that name (the
-//!    check `FileFinder` would make, answered from one directory listing per directory and
-//!    process, cleared by `importlib.invalidate_caches()`; entries that are not directories,
-//!    e.g. zip files, are asked through their path importer);
+//! 3. no entry *before* that one holds a module or regular package of that name, and in
+//!    its own directory `FileFinder` would pick this same file (not a package directory or
+//!    an extension module of that name added since), answered from one directory listing
+//!    per directory and process (cleared by `importlib.invalidate_caches()`); entries that
+//!    are not directories, e.g. zip files, are asked through their path importer;
 //! 4. the file has the size and modification time (ns) recorded at dump, as `.pyc`
 //!    validation does.
 //!
@@ -94,28 +95,38 @@ impl Finder {
         abs.extract::<PathBuf>().ok()
     }
 
-    /// Whether directory `dir` (absolute) holds a module or regular package `tail`, as
-    /// `FileFinder.find_spec` would find it; `None` when `dir` is not a directory that can be
-    /// listed and must be asked through its path importer.
-    fn dir_shadows(&self, dir: &Path, tail: &[u8]) -> Option<bool> {
+    /// Run `f` on the listing of directory `dir` (listed on first use).
+    fn with_listing<R>(&self, dir: &Path, f: impl FnOnce(&Listing) -> R) -> R {
         let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
-        let listing = listings
+        f(listings
             .entry(dir.to_owned())
-            .or_insert_with(|| list_dir(dir));
-        let names = match listing {
-            Listing::Dir(names) => names,
-            Listing::Missing => return Some(false),
-            Listing::Other => return None,
-        };
+            .or_insert_with(|| list_dir(dir)))
+    }
+
+    /// The file `FileFinder.find_spec` would import for module `tail` from directory `dir`
+    /// (absolute): a regular package's `__init__` first, then `tail` with each loader
+    /// suffix in order (extensions, source, bytecode). `Ok(None)`: nothing there;
+    /// `Err(())`: `dir` is not a directory that can be listed (ask its path importer).
+    fn first_found(&self, dir: &Path, tail: &[u8]) -> Result<Option<PathBuf>, ()> {
         let mut buf = Vec::with_capacity(tail.len() + 40);
-        if names.contains(tail) {
+        let has_dir = self.with_listing(dir, |l| match l {
+            Listing::Dir(names) => Ok(names.contains(tail)),
+            Listing::Missing => Ok(false),
+            Listing::Other => Err(()),
+        })?;
+        if has_dir {
             let pkg = dir.join(OsStr::from_bytes(tail));
             for s in &self.suffixes {
                 buf.clear();
                 buf.extend_from_slice(b"__init__");
                 buf.extend_from_slice(s);
-                if pkg.join(OsStr::from_bytes(&buf)).is_file() {
-                    return Some(true);
+                let listed = self.with_listing(&pkg, |l| match l {
+                    Listing::Dir(names) => names.contains(&buf[..]),
+                    _ => false,
+                });
+                let init = pkg.join(OsStr::from_bytes(&buf));
+                if listed && init.is_file() {
+                    return Ok(Some(init));
                 }
             }
         }
@@ -123,11 +134,16 @@ impl Finder {
             buf.clear();
             buf.extend_from_slice(tail);
             buf.extend_from_slice(s);
-            if names.contains(&buf[..]) && dir.join(OsStr::from_bytes(&buf)).is_file() {
-                return Some(true);
+            let listed = self.with_listing(dir, |l| match l {
+                Listing::Dir(names) => names.contains(&buf[..]),
+                _ => false,
+            });
+            let file = dir.join(OsStr::from_bytes(&buf));
+            if listed && file.is_file() {
+                return Ok(Some(file));
             }
         }
-        Some(false)
+        Ok(None)
     }
 }
 
@@ -253,9 +269,9 @@ impl Finder {
             let Some(dir) = Self::absolute(py, &b) else {
                 continue;
             };
-            let shadows = match self.dir_shadows(&dir, tail) {
-                Some(s) => s,
-                None => self
+            let shadows = match self.first_found(&dir, tail) {
+                Ok(found) => found.is_some(),
+                Err(()) => self
                     .on_other_entry
                     .bind(py)
                     .call1((fullname, e))?
@@ -265,8 +281,19 @@ impl Finder {
                 return self.fallback(py, fullname, "shadowed by a module earlier on the path");
             }
         }
-        // 4. Unchanged since the dump?
+        // ... or, in its own directory, by a package or a module file FileFinder prefers
+        // (a package directory over `name.py`, an extension over both).
         let origin = Path::new(OsStr::from_bytes(meta.origin));
+        if let Ok(Some(first)) = self.first_found(entry_abs, tail) {
+            if first != origin {
+                return self.fallback(
+                    py,
+                    fullname,
+                    "shadowed by another module in its own directory",
+                );
+            }
+        }
+        // 4. Unchanged since the dump?
         match std::fs::metadata(origin) {
             Err(_) => return self.fallback(py, fullname, "source file missing"),
             Ok(st) => {

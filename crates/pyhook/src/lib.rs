@@ -40,6 +40,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<error::IncompatibleArchiveError>(),
     )?;
     m.add(
+        "_CompilerFlagsMismatch",
+        py.get_type::<error::CompilerFlagsMismatch>(),
+    )?;
+    m.add(
         "UnsupportedObjectError",
         py.get_type::<error::UnsupportedObjectError>(),
     )?;

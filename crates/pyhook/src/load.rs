@@ -3,12 +3,13 @@
 //! Opening an archive reads and validates its header and tables only (cost independent
 //! of the archive's size) and compares its fingerprint with the running interpreter's.
 //! A root's span is loaded on first use: the arena verifies its checksum and slots,
-//! `pycds-pyformat` checks every object, the arena relocates it and resolves the
+//! `pycds-pyformat` checks every object (or, for trusted archives, computes the fix-up
+//! plan from the span's metadata and slots), the arena relocates it and resolves the
 //! runtime singletons and type objects, then this module interns the strings CPython
 //! had interned, builds frozenset constants and assigns code versions (3.13).
 //!
 //! Unsafe code here is limited to calls of `crate::ffi` on spans the arena relocated and
-//! the checker accepted; each call says which check makes it sound.
+//! the checker or planner accepted; each call says which check makes it sound.
 #![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use std::time::Instant;
 use pycds_arena::{LoadError, LoadStrategy, LoadedArena, SpanId};
 use pycds_pyformat::meta::{decode_root_meta, span_roots, RootKind};
 use pycds_pyformat::profile::split_archive_meta;
-use pycds_pyformat::{Checker, ExternKind, ExternTable, SpanPlan};
+use pycds_pyformat::{Checker, ExternKind, ExternTable, Planner, SpanPlan};
 use pyo3::ffi as pyffi;
 use pyo3::prelude::*;
 
@@ -49,6 +50,24 @@ pub struct LoadStats {
     pub fixup_nanos: AtomicU64,
 }
 
+/// How [`LoadedArchive`] vets a span's objects before relocating them.
+enum Vetting {
+    /// Check every object ([`Checker`]): for archives of unknown origin.
+    Check(Checker),
+    /// Trust the objects (checked when the archive was written; the span's integrity is
+    /// still verified) and only compute the fix-up plan ([`Planner`]).
+    Plan(Planner),
+}
+
+impl std::fmt::Debug for Vetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Vetting::Check(_) => "Check",
+            Vetting::Plan(_) => "Plan",
+        })
+    }
+}
+
 /// An open archive whose roots are loaded on demand and live until the process exits.
 pub struct LoadedArchive {
     arena: &'static LoadedArena,
@@ -56,7 +75,8 @@ pub struct LoadedArchive {
     externs: ExternTable,
     span_roots: Vec<Vec<(u64, bool)>>,
     status: Vec<AtomicU8>,
-    checker: Mutex<Checker>,
+    /// How a span's objects are vetted before use.
+    vetting: Mutex<Vetting>,
     path: PathBuf,
     /// Load statistics.
     pub stats: LoadStats,
@@ -77,8 +97,11 @@ fn strategy() -> LoadStrategy {
 }
 
 impl LoadedArchive {
-    /// Open `path` for this interpreter.
-    pub fn open(py: Python<'_>, path: &Path) -> HookResult<LoadedArchive> {
+    /// Open `path` for this interpreter. With `check_objects`, every object of a span is
+    /// checked before the span is used ([`Checker`]); without, the objects are trusted
+    /// (they were checked when the archive was written) and only the span's integrity
+    /// (CRC, slots) and the fix-up plan's offsets are verified ([`Planner`]).
+    pub fn open(py: Python<'_>, path: &Path, check_objects: bool) -> HookResult<LoadedArchive> {
         let rt = runtime(py)?;
         let arena = LoadedArena::open(path, strategy())?;
         let a = arena.archive();
@@ -95,7 +118,11 @@ impl LoadedArchive {
             externs,
             span_roots,
             status,
-            checker: Mutex::new(Checker::new(rt.layout)),
+            vetting: Mutex::new(if check_objects {
+                Vetting::Check(Checker::new(rt.layout))
+            } else {
+                Vetting::Plan(Planner::new(rt.layout))
+            }),
             path: path.to_owned(),
             stats: LoadStats::default(),
         })
@@ -140,8 +167,9 @@ impl LoadedArchive {
             .cast::<pyffi::PyObject>();
         if kind == RootKind::Holder {
             let item = root.object + self.rt.layout.tuple_items as u64;
-            // SAFETY: the span is READY: the checker verified the root is a 1-tuple of
-            // this span, so its first item slot is inside the span and was relocated.
+            // SAFETY: the span is READY: the checker or the planner verified the root is a
+            // 1-tuple of this span, so its first item slot is inside the span and was
+            // relocated.
             ptr = unsafe { ffi::span_read(base, item) } as *mut pyffi::PyObject;
         }
         // SAFETY: `ptr` is a live object: either in a READY span of a leaked arena or a
@@ -189,12 +217,15 @@ impl LoadedArchive {
             .unwrap_or(&[]);
         let mut plan: Option<SpanPlan> = None;
         {
-            let mut checker = self.checker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut vetting = self.vetting.lock().unwrap_or_else(|e| e.into_inner());
             let externs = &self.externs;
             let stats = &self.stats;
             let mut check = |view: &pycds_arena::SpanView<'_>| -> Result<(), HookError> {
                 let t = Instant::now();
-                plan = Some(checker.check_span(view, externs, roots)?);
+                plan = Some(match &mut *vetting {
+                    Vetting::Check(c) => c.check_span(view, externs, roots)?,
+                    Vetting::Plan(p) => p.plan_span(view, externs, roots)?,
+                });
                 stats
                     .check_nanos
                     .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -246,13 +277,15 @@ impl LoadedArchive {
         // 1. Interning, then redirecting references to canonical strings held elsewhere.
         for (s, refs) in &plan.interns {
             let sp = base.wrapping_add(*s as usize).cast::<pyffi::PyObject>();
-            // SAFETY: `s` is a str object of this span (checker), relocated and with its
-            // ob_type patched (arena); GIL held; the arena is leaked.
+            // SAFETY: `s` starts a str object of this span (checker: the whole object;
+            // planner: its header and fixed part, the rest trusted like the archive's
+            // bytecode), relocated and with its ob_type patched (arena); GIL held; the
+            // arena is leaked.
             let canon = unsafe { ffi::intern(sp, layout) };
             if canon != sp {
                 for &slot in &plan.intern_refs[refs.clone()] {
                     // SAFETY: each slot is an internal slot of this span referring to `s`
-                    // (checker); nothing has been handed out yet. The reference returned
+                    // (checker/planner); nothing has been handed out yet. The reference returned
                     // by interning is kept forever (never released).
                     unsafe { ffi::span_write(base, slot, canon as u64) };
                 }
@@ -265,14 +298,14 @@ impl LoadedArchive {
                 // SAFETY: GIL held.
                 None => unsafe { ffi::resolve_extern(ExternKind::EmptyTuple) },
             };
-            // SAFETY: `tuple` is a checked, relocated tuple of this span or the runtime's
-            // empty tuple; GIL held.
+            // SAFETY: `tuple` starts a tuple of this span (checker/planner, as for str
+            // above), relocated, or the runtime's empty tuple; GIL held.
             let fs = unsafe { ffi::frozenset_from(tuple) };
             if fs.is_null() {
                 return Err(PyErr::fetch(py).into());
             }
             for &slot in &plan.frozen_refs[refs.clone()] {
-                // SAFETY: a tuple-item slot of this span (checker); the new frozenset
+                // SAFETY: a slot word of this span (checker/planner); the new frozenset
                 // reference is owned by the archive forever.
                 unsafe { ffi::span_write(base, slot, fs as u64) };
             }

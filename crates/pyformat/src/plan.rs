@@ -1,0 +1,212 @@
+//! The load plan of a span whose objects are trusted, without checking them.
+//!
+//! [`crate::Checker`] verifies every object of a span (and that the span metadata describes
+//! them) and is run on every span before an archive is published and by `pycds verify`.
+//! A process that loads an archive it trusts as it trusts its own `.pyc` files (the import
+//! hook: see `spec/security.md`) only needs the fix-up plan, which [`Planner`] computes
+//! from the span metadata and the slot bitmaps in time proportional to the number of
+//! slots, not of object fields.
+//!
+//! What the planner still guarantees, on any input: every offset in the plan is inside the
+//! span and 8-aligned; every slot it returns is an internal slot of the span (or, for
+//! frozensets, a slot word), so the loader's writes stay on slot words of the span; every
+//! string to intern, tuple of frozenset members and code object starts with the archive's
+//! reference count and an `ob_type` external slot naming that type, and the fixed part of
+//! its layout lies inside the span; every root is such an object (a holder a 1-tuple).
+//! What it does not verify is the rest of the objects' bytes.
+
+use pycds_arena::SpanView;
+
+use crate::check::{bad, group_frozen, group_intern_refs, Span, SpanPlan};
+use crate::error::PyFormatError;
+use crate::externs::{ExternKind, ExternTable, TypeTag};
+use crate::layout::Layout;
+use crate::meta::SpanMeta;
+
+/// Reusable planner (keeps its per-word scratch array between spans).
+#[derive(Debug)]
+pub struct Planner {
+    layout: &'static Layout,
+    /// per word of the span: 1 + index of the interned string starting there, or 0;
+    /// all zero between calls
+    marks: Vec<u32>,
+    /// bitmap, one bit per word: where `marks` is not zero (a compact first filter)
+    marked: Vec<u64>,
+}
+
+impl Planner {
+    /// A planner for `layout`.
+    pub fn new(layout: &'static Layout) -> Planner {
+        Planner {
+            layout,
+            marks: Vec::new(),
+            marked: Vec::new(),
+        }
+    }
+
+    /// The fix-up plan of `view` from its metadata and slot bitmaps (see the module
+    /// documentation for what is and is not verified); `roots` as for
+    /// [`crate::Checker::check_span`].
+    pub fn plan_span(
+        &mut self,
+        view: &SpanView<'_>,
+        externs: &ExternTable,
+        roots: &[(u64, bool)],
+    ) -> Result<SpanPlan, PyFormatError> {
+        let sp = Span::of(view);
+        let l = self.layout;
+        let start = sp.start;
+        let words = usize::try_from(sp.len / 8).map_err(|_| bad(start, "span too large"))?;
+        let meta = SpanMeta::parse(view.meta())?;
+        let mut plan = SpanPlan {
+            objects: meta.objects() as usize,
+            ..SpanPlan::default()
+        };
+        // The type of the object starting at span-relative byte offset `rel`, judged by
+        // its header (reference count and `ob_type` slot).
+        let object_type = |rel: u64| -> Option<TypeTag> {
+            if rel % 8 != 0 || rel >= sp.len || sp.word((rel / 8) as usize).ok() != Some(l.refcnt) {
+                return None;
+            }
+            match externs.kind(sp.extern_at((rel / 8) as usize + l.ob_type / 8)?)? {
+                ExternKind::Type(t) => Some(t),
+                _ => None,
+            }
+        };
+        // ... and the fixed part of its layout is inside the span.
+        let is_object = |rel: u64, tag: TypeTag| {
+            let fixed = match tag {
+                TypeTag::Str => l.str_.ascii_size,
+                TypeTag::Tuple => l.tuple_items,
+                TypeTag::Code => l.code.adaptive,
+                TypeTag::Bytes => l.bytes_data,
+                TypeTag::Int => l.long_digits,
+                TypeTag::Float => l.float_size,
+                TypeTag::Complex => l.complex_size,
+            };
+            object_type(rel) == Some(tag) && rel + fixed as u64 <= sp.len
+        };
+        let sorted = |list: &mut dyn Iterator<Item = u32>,
+                      tag: TypeTag,
+                      what: &'static str|
+         -> Result<Vec<u64>, PyFormatError> {
+            let mut out: Vec<u64> = Vec::new();
+            for rel in list {
+                let rel = u64::from(rel);
+                if out.last().is_some_and(|&x| x >= rel) || !is_object(rel, tag) {
+                    return Err(PyFormatError::BadSpanMeta { what });
+                }
+                out.push(rel);
+            }
+            Ok(out)
+        };
+        let interns = sorted(
+            &mut meta.interns(),
+            TypeTag::Str,
+            "intern list not sorted or not str objects",
+        )?;
+        let codes = sorted(
+            &mut meta.codes(),
+            TypeTag::Code,
+            "code list not sorted or not code objects",
+        )?;
+        plan.codes = codes.iter().map(|r| start + r).collect();
+
+        // Frozenset slots: slot words holding the members tuple (or the empty tuple).
+        let mut frozen = Vec::new();
+        let mut last = None;
+        for rel in meta.frozen() {
+            let rel = u64::from(rel);
+            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= sp.len {
+                return Err(PyFormatError::BadSpanMeta {
+                    what: "frozenset list not sorted or out of span",
+                });
+            }
+            last = Some(rel);
+            let w = (rel / 8) as usize;
+            let members = match (sp.internal_at(w), sp.extern_at(w)) {
+                (Some(t), _) if t >= start && is_object(t - start, TypeTag::Tuple) => Some(t),
+                (None, Some(id)) if externs.kind(id) == Some(ExternKind::EmptyTuple) => None,
+                _ => {
+                    return Err(PyFormatError::BadReference {
+                        offset: start + rel,
+                        expected: "a tuple of frozenset members",
+                    })
+                }
+            };
+            frozen.push((members, start + rel));
+        }
+        group_frozen(&mut plan, frozen);
+
+        // Roots.
+        for &(root, holder) in roots {
+            let rel = root.wrapping_sub(start);
+            let ok = if holder {
+                is_object(rel, TypeTag::Tuple)
+                    && sp.word((rel / 8) as usize + l.ob_size / 8).ok() == Some(1)
+            } else {
+                object_type(rel).is_some()
+            };
+            if root < start || !ok {
+                return Err(bad(root, "root is not an object"));
+            }
+        }
+
+        // References to the strings to intern: every internal slot whose target is one.
+        if self.marks.len() < words {
+            self.marks.resize(words, 0);
+        }
+        let chunks = words.div_ceil(64);
+        self.marked.clear();
+        self.marked.resize(chunks, 0);
+        for (i, rel) in interns.iter().enumerate() {
+            let w = (rel / 8) as usize;
+            if let Some(m) = self.marks.get_mut(w) {
+                *m = i as u32 + 1;
+            }
+            if let Some(b) = self.marked.get_mut(w >> 6) {
+                *b |= 1 << (w & 63);
+            }
+        }
+        let mut counts = vec![0u32; interns.len()];
+        let mut redirect = Vec::new();
+        for c in 0..chunks {
+            let mut bits = Span::chunk(sp.internal, c);
+            while bits != 0 {
+                let w = 64 * c + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // Internal targets were checked by the arena (inside the span or a
+                // dependency); only targets inside this span can be its strings.
+                let Ok(target) = sp.word(w) else { continue };
+                let rel = target.wrapping_sub(start);
+                if rel % 8 != 0 || rel >= sp.len {
+                    continue;
+                }
+                let tw = (rel / 8) as usize;
+                if self
+                    .marked
+                    .get(tw >> 6)
+                    .map_or(true, |b| b >> (tw & 63) & 1 == 0)
+                {
+                    continue;
+                }
+                if let Some(&m) = self.marks.get(tw) {
+                    if m != 0 {
+                        redirect.push((m - 1, sp.abs(8 * w)));
+                        if let Some(n) = counts.get_mut((m - 1) as usize) {
+                            *n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for rel in &interns {
+            if let Some(m) = self.marks.get_mut((rel / 8) as usize) {
+                *m = 0;
+            }
+        }
+        plan.interns = interns.iter().map(|r| (start + r, 0..0)).collect();
+        group_intern_refs(&mut plan, &counts, &redirect);
+        Ok(plan)
+    }
+}
