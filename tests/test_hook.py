@@ -444,6 +444,31 @@ def test_isolated_subinterpreter_is_quiet():
     assert len(lines) == 1 and "/nonexistent.img" in lines[0], p.stderr
 
 
+def test_archive_writable_by_others_is_refused(project):
+    # An archive is code: one that other users can change is refused, with the fix.
+    img = project["archive"]
+    os.chmod(img, 0o664)
+    p = ok(share(project, ["app.py"]))
+    assert p.stdout == project["plain"].stdout and served_lines(p.stderr) == []
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "writable by other users" in lines[0]
+    assert "chmod go-w" in lines[0] and lines[0].endswith("importing normally")
+    os.chmod(img, 0o644)
+    d = project["dir"]
+    os.chmod(d, 0o777)
+    try:
+        p = ok(share(project, ["app.py"]))
+        assert "lets other users replace it" in p.stderr and served_lines(p.stderr) == []
+        os.chmod(d, 0o1777)  # sticky, like /tmp: others cannot replace our file
+        p = ok(share(project, ["app.py"]))
+        assert "fbpkg.kept" in served_lines(p.stderr)
+    finally:
+        os.chmod(d, 0o755)
+    # The data API checks every object and does not apply this rule.
+    os.chmod(img, 0o666)
+    ok(run(["-c", "import pycds, sys; pycds.load(sys.argv[1])['fbpkg.kept']", str(img)]))
+
+
 def test_fallback_not_on_path(project):
     # Without the library directory on sys.path, its modules are not importable at all.
     p = share(project, ["-c", "import fbpkg"], verbose="2", PYTHONPATH="")

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -579,7 +580,13 @@ pub(crate) fn write_atomic_with(
     write: &mut dyn FnMut(&mut File, &[u8]) -> std::io::Result<()>,
 ) -> Result<(), ArenaError> {
     let (tmp, dir) = temp_path(path)?;
-    let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    // Readable by all, writable by the owner only (whatever the umask adds): an archive may
+    // be code to its readers, who may refuse files that others can write.
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)?;
     let result = (|| -> std::io::Result<()> {
         write(&mut file, bytes)?;
         file.sync_all()?;

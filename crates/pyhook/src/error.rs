@@ -65,6 +65,9 @@ pub enum HookError {
     /// The interpreter is not supported.
     #[error("{0}")]
     Interpreter(String),
+    /// A file that other users can change, refused where its content is trusted as code.
+    #[error("{0}")]
+    Insecure(String),
     /// A Python exception.
     #[error("{0}")]
     Python(#[from] PyErr),
@@ -116,6 +119,7 @@ impl From<HookError> for PyErr {
         match e.innermost() {
             HookError::Unsupported { .. } => UnsupportedObjectError::new_err(msg),
             HookError::Interpreter(_) => UnsupportedInterpreterError::new_err(msg),
+            HookError::Insecure(_) => PycdsError::new_err(msg),
             HookError::Arena(a) | HookError::Format(PyFormatError::Arena(a))
                 if matches!(
                     a.kind(),

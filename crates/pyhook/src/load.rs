@@ -103,6 +103,9 @@ impl LoadedArchive {
     /// (CRC, slots) and the fix-up plan's offsets are verified ([`Planner`]).
     pub fn open(py: Python<'_>, path: &Path, check_objects: bool) -> HookResult<LoadedArchive> {
         let rt = runtime(py)?;
+        if !check_objects {
+            refuse_if_others_can_write(path)?;
+        }
         let arena = LoadedArena::open(path, strategy())?;
         let a = arena.archive();
         let (fp_text, _client) = split_archive_meta(a.archive_meta());
@@ -329,6 +332,55 @@ impl LoadedArchive {
         }
         Ok(())
     }
+}
+
+/// An archive whose objects are trusted is code, like a `.pyc`: refuse one that a user other
+/// than its owner (or root) could have changed, as ssh refuses loosely protected keys.
+/// The file must be owned by this user or root and not writable by group or others; its
+/// directory must not let others replace it (not world-writable unless sticky, not writable
+/// by a group other than this user's own).
+pub fn refuse_if_others_can_write(path: &Path) -> HookResult<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(st) = std::fs::metadata(path) else {
+        return Ok(()); // missing or unreadable: opening reports it
+    };
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let shown = path.display();
+    if st.uid() != uid && st.uid() != 0 {
+        return Err(HookError::Insecure(format!(
+            "belongs to another user (uid {}); an archive is code: use one you wrote, or \
+             have it made yours (chown)",
+            st.uid()
+        )));
+    }
+    if st.mode() & 0o022 != 0 {
+        return Err(HookError::Insecure(format!(
+            "writable by other users (mode {:o}); an archive is code: make it writable by \
+             its owner only (chmod go-w {shown})",
+            st.mode() & 0o7777
+        )));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(d) = std::fs::metadata(&dir) {
+        let m = d.mode();
+        let world = m & 0o002 != 0 && m & 0o1000 == 0;
+        let group = m & 0o020 != 0 && d.gid() != gid && m & 0o1000 == 0;
+        if world || group {
+            return Err(HookError::Insecure(format!(
+                "its directory {} lets other users replace it (mode {:o}); an archive is \
+                 code: keep it in a directory only you can write (chmod go-w {}) or one \
+                 with the sticky bit",
+                dir.display(),
+                m & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What [`verify_bytes`] found.
