@@ -231,16 +231,14 @@ def _module_item(name):
     locations = list(spec.submodule_search_locations or ())
     if not all(isinstance(p, str) for p in locations):
         return "package __path__ is not a list of directories"
-    # The directory a normal import searched to find it: a sys.path entry for top-level
-    # modules, an entry of the parent's __path__ for submodules.
-    entry = os.path.dirname(origin)
-    if is_pkg:
-        entry = os.path.dirname(entry)
+    # (The directory a normal import searched to find it, a sys.path entry or an entry of
+    # the parent's __path__, is the origin's directory, or its parent for a package: the
+    # metadata derives it.)
     kind = "extension" if is_ext else "package" if is_pkg else "module"
     cached = spec.cached if sys.pycache_prefix is None and not is_ext else None
     try:
         meta = _pycds.module_meta(kind, sys.flags.optimize, st.st_mtime_ns, st.st_size,
-                                  origin, entry, cached, locations)
+                                  origin, cached, locations)
     except ValueError as exc:
         return "cannot record its location: %s" % exc
     return (name, code, meta)

@@ -128,7 +128,6 @@ def module_meta(
     mtime_ns: int,
     size: int,
     origin: _StrPath,
-    entry: _StrPath,
     cached: _StrPath | None,
     locations: list[_StrPath],
 ) -> bytes: ...

@@ -271,16 +271,26 @@ impl LoadedArena {
             }
             LoadStrategy::Read => {
                 let mut mem = MmapMut::map_anon(len)?;
-                #[cfg(target_os = "linux")]
-                if len >= HUGEPAGE_MIN_LEN {
-                    let _ = mem.advise(memmap2::Advice::HugePage);
-                }
                 let hdr = mem.get_mut(..HEADER_LEN).ok_or(ErrorKind::TooShort {
                     needed: HEADER_LEN as u64,
                     got: size,
                 })?;
                 file.read_exact_at(hdr, 0)?;
                 let header = validate::validate_header(&mem, size)?;
+                #[cfg(target_os = "linux")]
+                if len >= HUGEPAGE_MIN_LEN {
+                    // Huge pages for the 2 MiB-aligned interior of the heap only: the header
+                    // and the tables, read at every open, would otherwise each fault in (and
+                    // zero) a whole 2 MiB page. Spans are read into the heap when they load.
+                    const HUGE: usize = 2 << 20;
+                    let base = mem.as_ptr() as usize;
+                    let ts = usize::try_from(header.tables_start.get()).map_or(len, |t| t.min(len));
+                    let lo = (base + HEADER_LEN).next_multiple_of(HUGE) - base;
+                    let hi = ((base + ts) / HUGE * HUGE).saturating_sub(base);
+                    if hi > lo {
+                        let _ = mem.advise_range(memmap2::Advice::HugePage, lo, hi - lo);
+                    }
+                }
                 // The tables, except the BITMAPS section (its size grows with the heap; span
                 // bitmaps are read with their span, in `begin`). First the section table, to
                 // find BITMAPS; if it does not fit, read everything and let validation fail.

@@ -311,11 +311,12 @@ impl Checker {
 
         // 1. The strings to intern (from the span metadata), so that references to them
         //    can be collected during the walk.
-        let meta = SpanMeta::parse(view.meta())?;
+        let meta = SpanMeta::parse(view.meta(), view.bytes())?;
+        let objects_words = (meta.objects_end() / 8) as usize;
         let mut last = None;
         for rel in meta.interns() {
             let rel = rel as usize;
-            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= len {
+            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= meta.objects_end() {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "intern list not sorted or out of span",
                 });
@@ -333,7 +334,7 @@ impl Checker {
         // 2. Walk the objects in order.
         let gc_words = l.gc_head / 8;
         let mut w = 0usize;
-        while w < words {
+        while w < objects_words {
             let (obj, gc) = if sp.word(w)? == 0 {
                 if sp.word(w + 1)? != 0 {
                     return Err(bad(sp.abs(8 * w + 8), "bad GC head"));
@@ -433,7 +434,7 @@ impl Checker {
         let mut lastf = None;
         for rel in meta.frozen() {
             let rel = rel as usize;
-            if lastf.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= len {
+            if lastf.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= meta.objects_end() {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "frozenset list not sorted or out of span",
                 });

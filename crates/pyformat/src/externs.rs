@@ -137,6 +137,14 @@ impl ExternKind {
                 if let Some(t) = s.strip_prefix("type:") {
                     ExternKind::Type(TypeTag::ALL.into_iter().find(|x| x.name() == t)?)
                 } else if let Some(i) = s.strip_prefix("int:") {
+                    // Canonical decimal only: no sign but '-', no leading zero, no "-0".
+                    let digits = i.strip_prefix('-').unwrap_or(i);
+                    if digits.is_empty()
+                        || !digits.bytes().all(|b| b.is_ascii_digit())
+                        || (digits.starts_with('0') && (digits.len() > 1 || i.starts_with('-')))
+                    {
+                        return None;
+                    }
                     let v: i16 = i.parse().ok()?;
                     if !(SMALL_INT_MIN..=SMALL_INT_MAX).contains(&i64::from(v)) {
                         return None;
@@ -153,8 +161,9 @@ impl ExternKind {
                 }
             }
         };
-        // Reject non-canonical spellings ("int:+5", "char:A0", ...).
-        (k.name().as_bytes() == name).then_some(k)
+        // Non-canonical spellings ("int:+5", "char:A0", ...) were rejected above, without
+        // formatting the canonical name (this runs for every extern at open).
+        Some(k)
     }
 
     /// The Python type of the object this extern stands for (`None` for a type object
@@ -172,8 +181,9 @@ impl ExternKind {
     }
 }
 
+/// Exactly two lowercase hex digits.
 fn parse_hex2(h: &str) -> Option<u8> {
-    if h.len() != 2 {
+    if h.len() != 2 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u8::from_str_radix(h, 16).ok()
@@ -243,6 +253,11 @@ mod tests {
             "int:-6",
             "int:+5",
             "int:05",
+            "int:-0",
+            "int:-05",
+            "int:",
+            "int:-",
+            "int:1.0",
             "char:A0",
             "char:1",
             "type:list",

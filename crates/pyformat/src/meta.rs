@@ -1,73 +1,108 @@
 //! pycds's per-span and per-root metadata (opaque bytes to the arena).
 //!
-//! Span meta (little-endian):
+//! Span meta (little-endian), 24 bytes:
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `PYS2` |
+//! | 0 | 4 | magic `PYS3` |
 //! | 4 | 4 | `n_intern`: strings to intern at load |
 //! | 8 | 4 | `n_frozen`: slots whose tuple becomes a frozenset at load |
 //! | 12 | 4 | `n_code`: code objects (they get fresh `co_version`s at load) |
 //! | 16 | 4 | `n_objects`: objects in the span |
-//! | 20 | 4·n_intern | span-relative offsets of the str objects to intern, strictly increasing |
-//! | … | 4·n_frozen | span-relative offsets of the frozenset slots, strictly increasing |
-//! | … | 4·n_code | span-relative offsets of the code objects, strictly increasing |
+//! | 20 | 4 | `lists`: span-relative offset of the span's lists, where its objects end |
+//!
+//! The lists are the last bytes of the span itself (so they are read, and covered by the
+//! span CRC, only when the span is loaded, instead of growing the tables read at open):
+//! from `lists`, `n_intern` then `n_frozen` then `n_code` u32 span-relative offsets (the str
+//! objects to intern, the frozenset slots, the code objects; each list strictly
+//! increasing), then zero padding to the span's end (a multiple of 8).
 //!
 //! Root meta: one byte of [`RootKind`], then the client's bytes.
 
 use crate::error::PyFormatError;
 
-const SPAN_MAGIC: &[u8; 4] = b"PYS2";
-const HEADER: usize = 20;
+const SPAN_MAGIC: &[u8; 4] = b"PYS3";
+/// Length of the span metadata.
+pub const SPAN_META_LEN: usize = 24;
 
-/// Encode span metadata.
-pub fn encode_span_meta(interns: &[u32], frozen: &[u32], codes: &[u32], objects: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + 4 * (interns.len() + frozen.len() + codes.len()));
-    out.extend_from_slice(SPAN_MAGIC);
-    for n in [interns.len(), frozen.len(), codes.len()] {
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-    }
-    out.extend_from_slice(&objects.to_le_bytes());
+/// Bytes of the lists trailer for these counts, padded to 8.
+pub fn lists_len(n_intern: usize, n_frozen: usize, n_code: usize) -> usize {
+    (4 * (n_intern + n_frozen + n_code)).next_multiple_of(8)
+}
+
+/// Encode the lists trailer (see the module documentation); `lists_len` bytes.
+pub fn encode_span_lists(interns: &[u32], frozen: &[u32], codes: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lists_len(interns.len(), frozen.len(), codes.len()));
     for v in interns.iter().chain(frozen).chain(codes) {
         out.extend_from_slice(&v.to_le_bytes());
     }
+    out.resize(out.len().next_multiple_of(8), 0);
     out
 }
 
-/// Decoded view of span metadata.
+/// Encode span metadata for lists (of these lengths) starting at span-relative `lists`.
+pub fn encode_span_meta(
+    n_intern: usize,
+    n_frozen: usize,
+    n_code: usize,
+    objects: u32,
+    lists: u32,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SPAN_META_LEN);
+    out.extend_from_slice(SPAN_MAGIC);
+    for n in [n_intern, n_frozen, n_code] {
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    out.extend_from_slice(&objects.to_le_bytes());
+    out.extend_from_slice(&lists.to_le_bytes());
+    out
+}
+
+/// Decoded span metadata with its lists (borrowed from the span's bytes).
 #[derive(Debug, Clone, Copy)]
 pub struct SpanMeta<'a> {
     objects: u32,
+    objects_end: u64,
     interns: &'a [u8],
     frozen: &'a [u8],
     codes: &'a [u8],
 }
 
 impl<'a> SpanMeta<'a> {
-    /// Parse and bounds-check; ordering is checked while iterating.
-    pub fn parse(meta: &'a [u8]) -> Result<SpanMeta<'a>, PyFormatError> {
+    /// Parse the metadata of a span whose heap bytes are `span`, and bounds-check its lists
+    /// (they must end the span exactly, zero-padded); ordering is checked while iterating.
+    pub fn parse(meta: &[u8], span: &'a [u8]) -> Result<SpanMeta<'a>, PyFormatError> {
         let bad = |what| PyFormatError::BadSpanMeta { what };
-        if meta.len() < HEADER || &meta[..4] != SPAN_MAGIC {
+        if meta.len() != SPAN_META_LEN || &meta[..4] != SPAN_MAGIC {
             return Err(bad("bad magic (written by another pycds version?)"));
         }
         let word = |i: usize| u32::from_le_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
         let (ni, nf, nc) = (word(4) as usize, word(8) as usize, word(12) as usize);
-        let need = ni
+        let at = word(20) as usize;
+        let n = ni
             .checked_add(nf)
             .and_then(|n| n.checked_add(nc))
             .and_then(|n| n.checked_mul(4))
-            .and_then(|n| n.checked_add(HEADER))
             .ok_or(bad("counts overflow"))?;
-        if need != meta.len() {
-            return Err(bad("length does not match counts"));
+        let end = at
+            .checked_add(n)
+            .filter(|_| at % 8 == 0)
+            .ok_or(bad("lists misplaced"))?;
+        if end.next_multiple_of(8) != span.len() {
+            return Err(bad("lists do not end the span"));
         }
-        let f = HEADER + 4 * ni;
-        let c = f + 4 * nf;
+        let lists = span.get(at..end).ok_or(bad("lists outside the span"))?;
+        if span.get(end..).map_or(true, |p| p.iter().any(|&b| b != 0)) {
+            return Err(bad("non-zero padding after the lists"));
+        }
+        let (interns, rest) = lists.split_at(4 * ni);
+        let (frozen, codes) = rest.split_at(4 * nf);
         Ok(SpanMeta {
             objects: word(16),
-            interns: &meta[HEADER..f],
-            frozen: &meta[f..c],
-            codes: &meta[c..],
+            objects_end: at as u64,
+            interns,
+            frozen,
+            codes,
         })
     }
 
@@ -89,6 +124,11 @@ impl<'a> SpanMeta<'a> {
     /// Number of objects in the span.
     pub fn objects(&self) -> u32 {
         self.objects
+    }
+
+    /// Span-relative offset where the objects end (and the lists begin).
+    pub fn objects_end(&self) -> u64 {
+        self.objects_end
     }
 
     /// Span-relative offsets of the code objects.
@@ -155,21 +195,36 @@ mod tests {
 
     #[test]
     fn span_meta_round_trip() {
-        let m = encode_span_meta(&[8, 64], &[24], &[0, 96], 7);
-        let p = SpanMeta::parse(&m).unwrap();
+        let lists = encode_span_lists(&[8, 64], &[24], &[0, 96]);
+        assert_eq!(lists.len(), lists_len(2, 1, 2));
+        let mut span = vec![0u8; 128];
+        span.extend_from_slice(&lists);
+        let m = encode_span_meta(2, 1, 2, 7, 128);
+        let p = SpanMeta::parse(&m, &span).unwrap();
         assert_eq!(p.interns().collect::<Vec<_>>(), vec![8, 64]);
         assert_eq!(p.frozen().collect::<Vec<_>>(), vec![24]);
         assert_eq!(p.codes().collect::<Vec<_>>(), vec![0, 96]);
-        assert_eq!(p.objects(), 7);
+        assert_eq!((p.objects(), p.objects_end()), (7, 128));
         for cut in 0..m.len() {
-            assert!(SpanMeta::parse(&m[..cut]).is_err());
+            assert!(SpanMeta::parse(&m[..cut], &span).is_err());
         }
+        for cut in [8, 128, 136, span.len() - 8] {
+            assert!(SpanMeta::parse(&m, &span[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = span.clone();
+        longer.extend_from_slice(&[0; 8]);
+        assert!(SpanMeta::parse(&m, &longer).is_err());
+        let mut dirty = span.clone();
+        *dirty.last_mut().unwrap() = 1;
+        assert!(SpanMeta::parse(&m, &dirty).is_err());
         let mut bad = m.clone();
-        bad[12] = 1;
-        assert!(SpanMeta::parse(&bad).is_err());
+        bad[12] = 9;
+        assert!(SpanMeta::parse(&bad, &span).is_err());
         let mut old = m.clone();
-        old[3] = b'1';
-        assert!(SpanMeta::parse(&old).is_err());
+        old[3] = b'2';
+        assert!(SpanMeta::parse(&old, &span).is_err());
+        let misaligned = encode_span_meta(2, 1, 2, 7, 124);
+        assert!(SpanMeta::parse(&misaligned, &span[4..]).is_err());
     }
 
     #[test]

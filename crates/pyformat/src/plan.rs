@@ -57,7 +57,9 @@ impl Planner {
         let l = self.layout;
         let start = sp.start;
         let words = usize::try_from(sp.len / 8).map_err(|_| bad(start, "span too large"))?;
-        let meta = SpanMeta::parse(view.meta())?;
+        let meta = SpanMeta::parse(view.meta(), view.bytes())?;
+        // Objects (and so every offset of the lists) lie before the lists.
+        let end = meta.objects_end();
         let mut plan = SpanPlan {
             objects: meta.objects() as usize,
             ..SpanPlan::default()
@@ -84,7 +86,7 @@ impl Planner {
                 TypeTag::Float => l.float_size,
                 TypeTag::Complex => l.complex_size,
             };
-            object_type(rel) == Some(tag) && rel + fixed as u64 <= sp.len
+            object_type(rel) == Some(tag) && rel + fixed as u64 <= end
         };
         let sorted = |list: &mut dyn Iterator<Item = u32>,
                       tag: TypeTag,
@@ -117,7 +119,7 @@ impl Planner {
         let mut last = None;
         for rel in meta.frozen() {
             let rel = u64::from(rel);
-            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= sp.len {
+            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel >= end {
                 return Err(PyFormatError::BadSpanMeta {
                     what: "frozenset list not sorted or out of span",
                 });

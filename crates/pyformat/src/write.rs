@@ -9,7 +9,7 @@ use pycds_arena::{ArenaBuilder, ExternId, SpanId};
 use crate::error::PyFormatError;
 use crate::externs::{ExternKind, TypeTag, SMALL_INT_MAX, SMALL_INT_MIN};
 use crate::layout::{state, Layout, LONG_BITS_IN_DIGIT};
-use crate::meta::{encode_root_meta, encode_span_meta, RootKind};
+use crate::meta::{encode_root_meta, encode_span_lists, encode_span_meta, RootKind};
 use crate::profile::{archive_meta, Fingerprint};
 
 /// A reference to a written (or external) object, to be stored in a slot.
@@ -116,8 +116,19 @@ impl PyArchiveWriter {
         frozen.sort_unstable();
         let mut codes = open.codes;
         codes.sort_unstable();
-        self.arena
-            .end_span(&encode_span_meta(&interns, &frozen, &codes, open.objects))
+        // The lists end the span (read with it at load, not with the tables at open).
+        let lists = encode_span_lists(&interns, &frozen, &codes);
+        let at = self.arena.alloc(lists.len(), 8);
+        self.put(at, &lists);
+        // (A span over 4 GiB cannot be described; the self-check before publishing refuses it.)
+        let rel = u32::try_from(at - open.start).unwrap_or(u32::MAX);
+        self.arena.end_span(&encode_span_meta(
+            interns.len(),
+            frozen.len(),
+            codes.len(),
+            open.objects,
+            rel,
+        ))
     }
 
     fn open(&mut self) -> &mut OpenSpan {

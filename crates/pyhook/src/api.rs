@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyList, PyMapping};
 use crate::dump::Dumper;
 use crate::error::{HookError, HookResult};
 use crate::load::{verify_bytes, LoadedArchive};
-use crate::modmeta::{ModuleKind, ModuleMeta};
+use crate::modmeta::{self, Cached, ModuleKind, ModuleMeta};
 use crate::probe::runtime;
 
 /// Write an archive of named roots: `items` is a list of `(name, value, meta)`;
@@ -291,9 +291,11 @@ pub fn check_interpreter<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     Ok(d)
 }
 
-/// Encode the import hook's metadata of one module (see `pycds_pyhook::modmeta`).
+/// Encode the import hook's metadata of one module (see `pycds_pyhook::modmeta`): `kind`,
+/// the optimization level, the file's mtime (ns) and size, `origin`, `spec.cached` and, for
+/// packages, `__path__`. Only what does not follow from `origin` is stored.
 #[pyfunction]
-#[pyo3(signature = (kind, optimize, mtime_ns, size, origin, entry, cached, locations))]
+#[pyo3(signature = (kind, optimize, mtime_ns, size, origin, cached, locations))]
 #[allow(clippy::too_many_arguments)]
 pub fn module_meta<'py>(
     py: Python<'py>,
@@ -302,39 +304,61 @@ pub fn module_meta<'py>(
     mtime_ns: i64,
     size: u64,
     origin: PathBuf,
-    entry: PathBuf,
     cached: Option<PathBuf>,
     locations: Vec<PathBuf>,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     use std::os::unix::ffi::OsStrExt;
     let kind = ModuleKind::from_name(kind)
         .ok_or_else(|| PyValueError::new_err(format!("unknown module kind {kind:?}")))?;
-    let cached = cached.unwrap_or_default();
+    let origin = origin.as_os_str().as_bytes();
+    let locations: Vec<&[u8]> = locations.iter().map(|l| l.as_os_str().as_bytes()).collect();
+    if origin.first() != Some(&b'/') {
+        return Err(PyValueError::new_err("origin must be an absolute path"));
+    }
+    if kind != ModuleKind::Package && !locations.is_empty() {
+        return Err(PyValueError::new_err("only packages have a __path__"));
+    }
+    let cached = cached.as_ref().map(|c| c.as_os_str().as_bytes());
+    if std::iter::once(origin)
+        .chain(cached)
+        .chain(locations.iter().copied())
+        .any(|p| p.contains(&0))
+    {
+        return Err(PyValueError::new_err("paths must not contain NUL"));
+    }
+    let tag: Option<String> = py
+        .import("sys")?
+        .getattr("implementation")?
+        .getattr("cache_tag")?
+        .extract()?;
+    let cached = match (kind, cached) {
+        (ModuleKind::Extension, _) | (_, None) => Cached::None,
+        (_, Some(c)) => match tag {
+            Some(t) if c == modmeta::default_cached(origin, t.as_bytes(), optimize) => {
+                Cached::Default
+            }
+            _ => Cached::Path(c),
+        },
+    };
     let m = ModuleMeta {
         kind,
         optimize,
         mtime_ns,
         size,
-        origin: origin.as_os_str().as_bytes(),
-        entry: entry.as_os_str().as_bytes(),
-        cached: cached.as_os_str().as_bytes(),
-        locations: locations.iter().map(|l| l.as_os_str().as_bytes()).collect(),
+        origin,
+        cached,
+        locations: None,
     };
-    if m.origin.is_empty() || m.entry.is_empty() {
-        return Err(PyValueError::new_err("origin and entry must not be empty"));
-    }
-    if [m.origin, m.entry, m.cached]
-        .iter()
-        .chain(m.locations.iter())
-        .any(|p| p.contains(&0))
-    {
-        return Err(PyValueError::new_err("paths must not contain NUL"));
-    }
+    // __path__ is stored only when it is not [the package's directory].
+    let locations = (locations != m.locations()).then_some(locations);
+    let m = ModuleMeta { locations, ..m };
     Ok(pyo3::types::PyBytes::new(py, &m.encode()))
 }
 
-/// Decode the import hook's metadata of one module into a dict (`kind`, `optimize`,
-/// `mtime_ns`, `size`, `origin`, `entry`, `cached`, `locations`); raises `ValueError`.
+/// Decode the import hook's metadata of one module into a dict: `kind`, `optimize`,
+/// `mtime_ns`, `size`, `origin`, `entry` (the directory a normal import searched),
+/// `cached` (the `.pyc` path for this interpreter, or `None`) and `locations`; raises
+/// `ValueError`.
 #[pyfunction]
 pub fn decode_module_meta<'py>(py: Python<'py>, meta: &[u8]) -> PyResult<Bound<'py, PyDict>> {
     use std::ffi::OsStr;
@@ -346,13 +370,20 @@ pub fn decode_module_meta<'py>(py: Python<'py>, meta: &[u8]) -> PyResult<Bound<'
     d.set_item("mtime_ns", m.mtime_ns)?;
     d.set_item("size", m.size)?;
     d.set_item("origin", OsStr::from_bytes(m.origin))?;
-    d.set_item("entry", OsStr::from_bytes(m.entry))?;
-    d.set_item(
-        "cached",
-        (!m.cached.is_empty()).then(|| OsStr::from_bytes(m.cached)),
-    )?;
+    d.set_item("entry", OsStr::from_bytes(m.entry()))?;
+    let tag: Option<String> = py
+        .import("sys")?
+        .getattr("implementation")?
+        .getattr("cache_tag")?
+        .extract()?;
+    let cached = match m.cached {
+        Cached::Default => tag.map(|t| modmeta::default_cached(m.origin, t.as_bytes(), m.optimize)),
+        Cached::Path(p) => Some(p.to_vec()),
+        Cached::None => None,
+    };
+    d.set_item("cached", cached.as_deref().map(OsStr::from_bytes))?;
     let locs = PyList::empty(py);
-    for l in &m.locations {
+    for l in m.locations() {
         locs.append(OsStr::from_bytes(l))?;
     }
     d.set_item("locations", locs)?;

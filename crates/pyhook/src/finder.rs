@@ -29,7 +29,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::api::Archive;
-use crate::modmeta::{ModuleKind, ModuleMeta};
+use crate::modmeta::{default_cached, Cached, ModuleKind, ModuleMeta};
 
 /// What a directory on the search path holds, listed once per process.
 enum Listing {
@@ -59,9 +59,10 @@ pub struct Finder {
     /// Loader suffixes in `FileFinder`'s order: extensions, source, bytecode.
     suffixes: Vec<Vec<u8>>,
     optimize: u8,
-    /// `sys.pycache_prefix` is unset, so the recorded `spec.cached` is what importlib
-    /// would compute.
+    /// `sys.pycache_prefix` is unset, so `spec.cached` is the recorded or derived path.
     use_cached: bool,
+    /// `sys.implementation.cache_tag`.
+    cache_tag: Vec<u8>,
     listings: Mutex<HashMap<PathBuf, Listing>>,
 }
 
@@ -193,6 +194,10 @@ impl Finder {
         }
         let optimize: u8 = sys.getattr("flags")?.getattr("optimize")?.extract()?;
         let use_cached = sys.getattr("pycache_prefix")?.is_none();
+        let cache_tag: Option<String> = sys
+            .getattr("implementation")?
+            .getattr("cache_tag")?
+            .extract()?;
         Ok(Finder {
             archive,
             loader,
@@ -203,7 +208,8 @@ impl Finder {
             extension_loader,
             suffixes,
             optimize,
-            use_cached,
+            use_cached: use_cached && cache_tag.is_some(),
+            cache_tag: cache_tag.unwrap_or_default().into_bytes(),
             listings: Mutex::new(HashMap::new()),
         })
     }
@@ -242,13 +248,14 @@ impl Finder {
         let Ok(iter) = search.try_iter() else {
             return self.fallback(py, fullname, "parent __path__ is not iterable");
         };
-        let entry_abs = Path::new(OsStr::from_bytes(meta.entry));
+        let entry = meta.entry();
+        let entry_abs = Path::new(OsStr::from_bytes(entry));
         let mut earlier: Vec<Bound<'py, PyAny>> = Vec::new();
         let mut found = false;
         for e in iter {
             let e = e?;
             if let Some(b) = fs_bytes(&e) {
-                if *b == *meta.entry
+                if *b == *entry
                     || (b.first() != Some(&b'/')
                         && Self::absolute(py, &b).is_some_and(|a| a == entry_abs))
                 {
@@ -259,7 +266,7 @@ impl Finder {
             earlier.push(e);
         }
         if !found {
-            let entry = String::from_utf8_lossy(meta.entry);
+            let entry = String::from_utf8_lossy(entry);
             return self.fallback(py, fullname, &format!("not on the search path ({entry})"));
         }
         // 3. Shadowed by a module earlier on the path?
@@ -320,13 +327,21 @@ impl Finder {
         spec.setattr("_set_fileattr", true)?;
         if meta.kind == ModuleKind::Package {
             let locs = PyList::empty(py);
-            for l in &meta.locations {
+            for l in meta.locations() {
                 locs.append(OsStr::from_bytes(l))?;
             }
             spec.setattr("submodule_search_locations", locs)?;
         }
-        if self.use_cached && !meta.cached.is_empty() {
-            spec.setattr("cached", OsStr::from_bytes(meta.cached))?;
+        if self.use_cached {
+            match meta.cached {
+                Cached::Default => spec.setattr(
+                    "cached",
+                    OsStr::from_bytes(&default_cached(meta.origin, &self.cache_tag, meta.optimize)),
+                )?,
+                Cached::Path(p) => spec.setattr("cached", OsStr::from_bytes(p))?,
+                // None: importlib would compute None too (extensions), or leave it lazy.
+                Cached::None => {}
+            }
         }
         Ok(Some(spec))
     }
