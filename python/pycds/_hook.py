@@ -161,8 +161,8 @@ def share(path):
 def _traced_modules():
     out = []
     for name, mod in list(sys.modules.items()):
-        if name == "__main__" or mod is None:
-            continue
+        if name == "__main__" or mod is None or name.partition(".")[0] == "pycds":
+            continue  # (pycds's own modules are imported to serve the others)
         spec = getattr(mod, "__spec__", None)
         if spec is None or spec.origin is None or not spec.has_location:
             continue
@@ -323,6 +323,10 @@ def auto(archive_path):
 def stats():
     """What the hook did in this process: mode, served modules, fall-backs with their
     reasons, and the archive's load statistics."""
+    startup = sys.modules.get("pycds._startup")
+    pending = getattr(startup, "_pending", None)
+    if pending is not None:
+        pending.activate()  # SHARE not yet activated (nothing imported since start-up)
     archive = _state["archive"]
     return {
         "mode": _state["mode"],

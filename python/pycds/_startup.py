@@ -59,10 +59,80 @@ def _dump(lst, archive):
                          % (archive, r["modules"], r["bytes"]))
 
 
+def _warn(exc):
+    try:
+        sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
+    except Exception:
+        pass
+
+
+class _ShareOnFirstImport:
+    """SHARE mode until the first import: a meta-path stand-in that loads the native
+    extension, opens the archive and installs the real finder (``pycds._hook.share``) when
+    the first module is looked up, then answers through it. A program that imports nothing
+    after start-up (``python -c pass``) does not pay for the archive. Modules imported by
+    ``site`` itself after the ``.pth`` files (``sitecustomize``, ``usercustomize``) and
+    pycds's own modules do not activate it; they import normally."""
+
+    _SITE_LATE = ("sitecustomize", "usercustomize")
+
+    def __init__(self, archive):
+        import _thread
+        self.archive = archive
+        self.lock = _thread.allocate_lock()
+        self.done = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if self.done or fullname in self._SITE_LATE or fullname.partition(".")[0] == "pycds":
+            return None
+        finder = self.activate()
+        return finder.find_spec(fullname, path, target) if finder is not None else None
+
+    def activate(self):
+        """Replace this stand-in by the real finder, once (another thread arriving
+        meanwhile imports normally); returns the real finder or None."""
+        if not self.lock.acquire(False):
+            return None
+        try:
+            if self.done:
+                return None
+            self.done = True
+            try:
+                sys.meta_path.remove(self)
+            except ValueError:
+                pass
+            try:
+                from . import _hook
+            except ImportError as exc:
+                # Isolated sub-interpreters cannot load the extension (single-phase
+                # initialisation); archives are for the main interpreter only anyway.
+                if "subinterpreter" not in str(exc):
+                    _warn(exc)
+                return None
+            return _hook._state["finder"] if _hook.share(self.archive) else None
+        finally:
+            self.lock.release()
+
+    def invalidate_caches(self):
+        pass
+
+
+_pending = None  # the SHARE stand-in until it activates
+
+
 def _start():
+    global _pending
     mode = os.environ.get("PYCDSMODE", "").strip().upper()
     lst = os.environ.get("PYCDSLIST")
     archive = os.environ.get("PYCDSARCHIVE")
+    if mode == "SHARE":
+        if not archive:
+            raise ValueError("PYCDSMODE=SHARE needs PYCDSARCHIVE")
+        _pending = _ShareOnFirstImport(archive)
+        # First in the meta path: any first import activates it (the real finder is then
+        # installed where it belongs, before importlib's PathFinder).
+        sys.meta_path.insert(0, _pending)
+        return
     from . import _hook
     if mode == "TRACE":
         if not lst:
@@ -72,10 +142,6 @@ def _start():
         if not lst or not archive:
             raise ValueError("PYCDSMODE=DUMP needs PYCDSLIST and PYCDSARCHIVE")
         _dump(lst, archive)
-    elif mode == "SHARE":
-        if not archive:
-            raise ValueError("PYCDSMODE=SHARE needs PYCDSARCHIVE")
-        _hook.share(archive)
     elif mode == "AUTO":
         if not archive:
             raise ValueError("PYCDSMODE=AUTO needs PYCDSARCHIVE")
@@ -90,10 +156,7 @@ except ImportError as exc:
     # Isolated sub-interpreters run site (so this file) but cannot load the extension
     # (single-phase initialisation); archives are for the main interpreter only anyway.
     if "subinterpreter" not in str(exc):
-        try:
-            sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
-        except Exception:
-            pass
+        _warn(exc)
 except Exception as exc:  # never break interpreter start-up
     try:
         sys.modules["pycds._hook"]._state["error"] = str(exc)
