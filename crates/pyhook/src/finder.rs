@@ -108,7 +108,15 @@ impl Finder {
     /// (absolute): a regular package's `__init__` first, then `tail` with each loader
     /// suffix in order (extensions, source, bytecode). `Ok(None)`: nothing there;
     /// `Err(())`: `dir` is not a directory that can be listed (ask its path importer).
-    fn first_found(&self, dir: &Path, tail: &[u8]) -> Result<Option<PathBuf>, ()> {
+    /// A listed candidate equal to `known` (a file whose existence the caller checks
+    /// anyway) is taken without a `stat`.
+    fn first_found(
+        &self,
+        dir: &Path,
+        tail: &[u8],
+        known: Option<&Path>,
+    ) -> Result<Option<PathBuf>, ()> {
+        let exists = |p: &Path| Some(p) == known || p.is_file();
         let mut buf = Vec::with_capacity(tail.len() + 40);
         let has_dir = self.with_listing(dir, |l| match l {
             Listing::Dir(names) => Ok(names.contains(tail)),
@@ -126,7 +134,7 @@ impl Finder {
                     _ => false,
                 });
                 let init = pkg.join(OsStr::from_bytes(&buf));
-                if listed && init.is_file() {
+                if listed && exists(&init) {
                     return Ok(Some(init));
                 }
             }
@@ -140,7 +148,7 @@ impl Finder {
                 _ => false,
             });
             let file = dir.join(OsStr::from_bytes(&buf));
-            if listed && file.is_file() {
+            if listed && exists(&file) {
                 return Ok(Some(file));
             }
         }
@@ -276,7 +284,7 @@ impl Finder {
             let Some(dir) = Self::absolute(py, &b) else {
                 continue;
             };
-            let shadows = match self.first_found(&dir, tail) {
+            let shadows = match self.first_found(&dir, tail, None) {
                 Ok(found) => found.is_some(),
                 Err(()) => self
                     .on_other_entry
@@ -291,7 +299,7 @@ impl Finder {
         // ... or, in its own directory, by a package or a module file FileFinder prefers
         // (a package directory over `name.py`, an extension over both).
         let origin = Path::new(OsStr::from_bytes(meta.origin));
-        if let Ok(Some(first)) = self.first_found(entry_abs, tail) {
+        if let Ok(Some(first)) = self.first_found(entry_abs, tail, Some(origin)) {
             if first != origin {
                 return self.fallback(
                     py,
