@@ -469,6 +469,17 @@ def test_archive_writable_by_others_is_refused(project):
     ok(run(["-c", "import pycds, sys; pycds.load(sys.argv[1])['fbpkg.kept']", str(img)]))
 
 
+def test_archive_descriptor_does_not_shift_the_programs_descriptors(project):
+    # The archive stays open (to read modules on first use), on a high descriptor number:
+    # the files the program opens get the numbers they get in a normal run.
+    code = ("import fbpkg.kept, os; fd = os.open(os.devnull, os.O_RDONLY); "
+            "print(fd, sorted(int(x) for x in os.listdir('/proc/self/fd'))[:fd])")
+    plain = ok(run(["-c", code], cwd=project["app"], **project["env"]))
+    shared = ok(share(project, ["-c", code]))
+    assert "fbpkg.kept" in served_lines(shared.stderr)
+    assert shared.stdout == plain.stdout
+
+
 def test_fallback_not_on_path(project):
     # Without the library directory on sys.path, its modules are not importable at all.
     p = share(project, ["-c", "import fbpkg"], verbose="2", PYTHONPATH="")

@@ -167,6 +167,27 @@ fn section_table<'m>(mem: &'m [u8], header: &Header) -> Option<&'m [u8]> {
     mem.get(ts..ts.checked_add(usize::try_from(len).ok()?)?)
 }
 
+/// The lowest descriptor number [`out_of_the_way`] moves the archive's descriptor to.
+const HIGH_FD: libc::c_int = 512;
+
+/// The same open file on a descriptor numbered [`HIGH_FD`] or above, when possible. The
+/// arena keeps its file open for its whole life (to read spans, and to pin the inode); on a
+/// low number it would shift the descriptors the host program opens next by one, which
+/// programs (and test suites) that reason about descriptor numbers can observe.
+fn out_of_the_way(file: File) -> File {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: `fcntl(F_DUPFD_CLOEXEC)` only reads the valid descriptor `file` owns and
+    // returns a new descriptor (or -1); a non-negative result is a fresh descriptor nobody
+    // else owns, so `File::from_raw_fd` may take ownership of it. `file` is dropped (closed)
+    // afterwards, the duplicate keeps the open file description.
+    let fd = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD) };
+    if fd < 0 {
+        return file; // e.g. a descriptor limit below HIGH_FD: keep the original
+    }
+    // SAFETY: see above: `fd` is a new descriptor owned by nothing else.
+    unsafe { File::from_raw_fd(fd) }
+}
+
 /// Reads file bytes `[from, to)` into the same range of `mem` (nothing if `from >= to`).
 fn read_range(file: &File, mem: &mut [u8], from: u64, to: u64) -> Result<(), ArenaError> {
     if from >= to {
@@ -234,6 +255,7 @@ impl LoadedArena {
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)?;
+        let file = out_of_the_way(file);
         let meta = file.metadata()?;
         if !meta.file_type().is_file() {
             return Err(ErrorKind::NotRegularFile.into());
