@@ -203,14 +203,36 @@ def trace(list_path):
 
 # -- DUMP -----------------------------------------------------------------------------
 
-def _module_item(name):
+def _find_spec(name, memo):
+    """The spec a normal import would find for ``name`` (through ``sys.path`` and the
+    parents' ``__path__``), found without importing anything: a parent package not imported
+    yet is looked up, not executed (``memo`` caches the specs of parents). The SHARE finder
+    checks again at import time that a normal import finds the same file."""
+    if name in memo:
+        return memo[name]
+    parent, _, _ = name.rpartition(".")
+    if not parent:
+        spec = _bext.PathFinder.find_spec(name)
+    else:
+        pmod = sys.modules.get(parent)
+        if pmod is not None:
+            path = getattr(pmod, "__path__", None)
+        else:
+            pspec = _find_spec(parent, memo)
+            path = pspec.submodule_search_locations if pspec is not None else None
+        spec = _bext.PathFinder.find_spec(name, path) if path is not None else None
+    memo[name] = spec
+    return spec
+
+
+def _module_item(name, memo=None):
     """``(name, value, meta)`` for an importable source or extension module, or a reason
-    why it cannot be archived. ``value`` is a fresh code object (``None`` for extension
-    modules, of which only the location is recorded)."""
-    import importlib.util
+    why it cannot be archived. ``value`` is a code object freshly unmarshalled from the
+    ``.pyc`` (never executed; ``None`` for extension modules, of which only the location is
+    recorded). Nothing is imported or executed."""
     try:
-        spec = importlib.util.find_spec(name)
-    except BaseException as exc:  # import of a parent failed
+        spec = _find_spec(name, {} if memo is None else memo)
+    except BaseException as exc:
         return "find_spec failed: %s: %s" % (type(exc).__name__, exc)
     if spec is None:
         return "not found"
@@ -248,18 +270,35 @@ def dump(list_path, archive_path, progress=None):
     """Write an archive of the modules named in ``list_path`` (one per line).
 
     Modules that cannot be found or read are reported and skipped; ``__main__`` is never
-    dumped and no listed module is executed (only parent packages are imported, to find
-    submodules). The archive is published atomically. Returns statistics.
+    dumped and nothing is imported or executed (modules are found as a normal import would
+    find them, and their code read from the ``.pyc``). The archive is published atomically.
+    Returns statistics.
     """
     with open(list_path, encoding="utf-8") as f:
         names = list(dict.fromkeys(line.strip() for line in f if line.strip()))
-    items, skipped = [], []
+    items, skipped, memo = [], [], {}
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     total = len(names)
+    import gc
+    enabled = gc.isenabled()
+    gc.disable()  # a batch of long-lived objects: collections would only slow it down
+    try:
+        _dump_items(names, main_file, progress, items, skipped, memo, total)
+        result = _pycds.write_archive(os.fspath(archive_path), items, strict=False, fresh=False)
+    finally:
+        if enabled:
+            gc.enable()
+    skipped.extend(tuple(x) for x in result["skipped"])
+    result["skipped"] = skipped
+    result["modules"] = result.pop("roots")
+    return result
+
+
+def _dump_items(names, main_file, progress, items, skipped, memo, total):
     for i, name in enumerate(names, 1):
         if name == "__main__":
             continue
-        r = _module_item(name)
+        r = _module_item(name, memo)
         if isinstance(r, str):
             skipped.append((name, r))
             continue
@@ -269,11 +308,6 @@ def dump(list_path, archive_path, progress=None):
         items.append(r)
         if progress and (i % 100 == 0 or i == total):
             progress(i, total)
-    result = _pycds.write_archive(os.fspath(archive_path), items, strict=False)
-    skipped.extend(tuple(x) for x in result["skipped"])
-    result["skipped"] = skipped
-    result["modules"] = result.pop("roots")
-    return result
 
 
 # -- AUTO -----------------------------------------------------------------------------
@@ -285,13 +319,13 @@ def _auto_exit(archive_path):
                                   for _, r in _state["fallbacks"]):
         return
     names = _traced_modules()
-    items = []
+    items, memo = [], {}
     for name in names:
-        r = _module_item(name)
+        r = _module_item(name, memo)
         if not isinstance(r, str):
             items.append(r)
     try:
-        _pycds.write_archive(archive_path, items, strict=False)
+        _pycds.write_archive(archive_path, items, strict=False, fresh=False)
         if _verbose() >= 1:
             sys.stderr.write("pycds: wrote %s (%d modules)\n" % (archive_path, len(items)))
     except Exception as exc:

@@ -19,13 +19,18 @@ use crate::probe::runtime;
 /// `meta` is stored with the root and returned by `Archive.meta(name)`. Values that
 /// cannot be archived are reported in the returned `skipped` list (with `strict=False`)
 /// or raise `UnsupportedObjectError`. Returns statistics.
+///
+/// Code objects are archived from a never-executed copy (a `marshal` round trip) unless
+/// `fresh=False` says the values are code objects that never ran (e.g. just unmarshalled
+/// from a `.pyc`, as the import hook's dump does).
 #[pyfunction]
-#[pyo3(signature = (path, items, strict = true))]
+#[pyo3(signature = (path, items, strict = true, fresh = true))]
 pub fn write_archive<'py>(
     py: Python<'py>,
     path: PathBuf,
     items: Vec<(String, Bound<'py, PyAny>, Vec<u8>)>,
     strict: bool,
+    fresh: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let rt = runtime(py)?;
     let mut w = PyArchiveWriter::new(rt.layout, &rt.fingerprint, b"");
@@ -43,11 +48,15 @@ pub fn write_archive<'py>(
             skipped.append((name, e.to_string()))?;
             continue;
         }
-        let fresh = Dumper::fresh(py, &value)?;
+        let value = if fresh {
+            Dumper::fresh(py, &value)?
+        } else {
+            value
+        };
         w.begin_span();
         let r = {
             let mut d = Dumper::new(py, &mut w, &name);
-            d.object(&fresh)
+            d.object(&value)
         };
         // check_supported accepted the value, so the walk cannot fail on types; any other
         // failure aborts the whole archive (the writer has an open span).
@@ -92,7 +101,7 @@ pub fn save(py: Python<'_>, path: PathBuf, roots: &Bound<'_, PyAny>) -> PyResult
         let v = m.get_item(&k)?;
         items.push((name, v, Vec::new()));
     }
-    write_archive(py, path, items, true)?;
+    write_archive(py, path, items, true, true)?;
     Ok(())
 }
 
