@@ -480,6 +480,20 @@ def test_archive_descriptor_does_not_shift_the_programs_descriptors(project):
     assert shared.stdout == plain.stdout
 
 
+def test_served_spec_equals_a_normal_imports_spec(project):
+    # pydoc.importfile-style comparisons: the served module's spec (CDSLoader) equals the
+    # spec importlib makes for the same file, from both sides.
+    code = ("import fbpkg.kept, json, importlib.util as u, _json; "
+            "s = u.spec_from_file_location('fbpkg.kept', fbpkg.kept.__file__); "
+            "e = u.spec_from_file_location('_json', _json.__file__); "
+            "print(s == fbpkg.kept.__spec__, fbpkg.kept.__spec__ == s, "
+            "hash(s.loader) == hash(fbpkg.kept.__loader__), e == _json.__spec__, "
+            "type(fbpkg.kept.__loader__).__name__)")
+    p = ok(share(project, ["-c", code]))
+    assert "fbpkg.kept" in served_lines(p.stderr)
+    assert p.stdout == "True True True True CDSLoader\n"
+
+
 def test_fallback_not_on_path(project):
     # Without the library directory on sys.path, its modules are not importable at all.
     p = share(project, ["-c", "import fbpkg"], verbose="2", PYTHONPATH="")

@@ -77,6 +77,16 @@ class CDSLoader(_SourceFileLoader):
                 _fallback(fullname, "archived code has another file name")
         return super().get_code(fullname)
 
+    # Equal to the SourceFileLoader a normal import makes for the same module (as specs
+    # are compared, e.g. by pydoc.importfile's callers); being a subclass, this __eq__ is
+    # tried first from both sides.
+    def __eq__(self, other):
+        return (isinstance(other, _SourceFileLoader) and self.name == other.name
+                and self.path == other.path)
+
+    def __hash__(self):
+        return hash(self.name) ^ hash(self.path)
+
 
 class CDSExtensionLoader(_bext.ExtensionFileLoader):
     """The standard extension-module loader; only records that the archive's module index
@@ -86,6 +96,13 @@ class CDSExtensionLoader(_bext.ExtensionFileLoader):
         module = super().create_module(spec)
         _served(spec.name)
         return module
+
+    def __eq__(self, other):
+        return (isinstance(other, _bext.ExtensionFileLoader) and self.name == other.name
+                and self.path == other.path)
+
+    def __hash__(self):
+        return hash(self.name) ^ hash(self.path)
 
 
 def _served(name):
