@@ -494,6 +494,35 @@ def test_served_spec_equals_a_normal_imports_spec(project):
     assert p.stdout == "True True True True CDSLoader\n"
 
 
+@pytest.mark.parametrize("first", ["atexit", "_thread", "zipimport", "fbpkg.kept"])
+def test_first_import_of_any_kind(project, first):
+    # SHARE activates on the first import, whatever finder answers it (builtin, frozen,
+    # from the archive); the import system may be iterating sys.meta_path meanwhile.
+    p = ok(share(project, ["-c", "import %s, fbpkg.edited; print('ok')" % first]))
+    assert p.stdout == "ok\n"
+    assert "fbpkg.edited" in served_lines(p.stderr)
+
+
+def test_custom_path_hooks_see_the_imports(project):
+    # A program that installs its own path hook expects it to take part in its imports:
+    # modules are then imported normally.
+    code = textwrap.dedent("""\
+        import sys
+        calls = []
+        def hook(path):
+            calls.append(path)
+            raise ImportError
+        sys.path_hooks.insert(0, hook)
+        sys.path_importer_cache.clear()
+        import fbpkg.kept
+        print(bool(calls))
+        """)
+    p = ok(share(project, ["-c", code], verbose="2"))
+    assert p.stdout == "True\n"
+    assert "pycds: fallback fbpkg: sys.path_hooks changed" in p.stderr
+    assert "fbpkg.kept" not in served_lines(p.stderr)
+
+
 def test_fallback_not_on_path(project):
     # Without the library directory on sys.path, its modules are not importable at all.
     p = share(project, ["-c", "import fbpkg"], verbose="2", PYTHONPATH="")

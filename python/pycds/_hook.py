@@ -140,11 +140,12 @@ def _install_finder(finder):
     meta_path.append(finder)
 
 
-def share(path):
+def share(path, _replace=None):
     """Serve modules from the archive at ``path``; returns whether it is in use.
 
     Any problem with the archive (missing, truncated, corrupt, for another interpreter)
-    gives one warning on stderr and leaves imports untouched.
+    gives one warning on stderr and leaves imports untouched. (``_replace``: the start-up
+    stand-in whose place in ``sys.meta_path`` the finder takes.)
     """
     try:
         # Objects were checked when the archive was written; PYCDS_CHECK=full checks them
@@ -152,7 +153,7 @@ def share(path):
         check = os.environ.get("PYCDS_CHECK", "").strip().lower() == "full"
         archive = _pycds.load(os.fspath(path), check)
         finder = _pycds.Finder(archive, CDSLoader, CDSExtensionLoader, _fallback,
-                               _found_in_other_entry)
+                               _found_in_other_entry, getattr(_replace, "path_hooks", None))
     except _pycds._CompilerFlagsMismatch as exc:
         # This interpreter, run with other compiler flags (e.g. a child started with
         # -X no_debug_ranges): the archive is simply not for this process, as with -O.
@@ -169,7 +170,10 @@ def share(path):
     _state["archive_path"] = os.fspath(path)
     _state["finder"] = finder
     _state["mode"] = "share"
-    _install_finder(finder)
+    if _replace is not None and _replace in sys.meta_path:
+        sys.meta_path[sys.meta_path.index(_replace)] = finder
+    else:
+        _install_finder(finder)
     return True
 
 

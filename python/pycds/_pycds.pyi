@@ -145,6 +145,7 @@ class Finder:
         extension_loader: type,
         on_fallback: Callable[[str, str], object],
         on_other_entry: Callable[[str, str], bool],
+        path_hooks: list[object] | None = None,
     ) -> Finder: ...
     def find_spec(
         self, fullname: str, path: Iterable[str] | None = None, target: object = None

@@ -79,6 +79,7 @@ class _ShareOnFirstImport:
     def __init__(self, archive):
         import _thread
         self.archive = archive
+        self.path_hooks = list(sys.path_hooks)  # as start-up left them
         self.lock = _thread.allocate_lock()
         self.done = False
 
@@ -98,10 +99,6 @@ class _ShareOnFirstImport:
                 return None
             self.done = True
             try:
-                sys.meta_path.remove(self)
-            except ValueError:
-                pass
-            try:
                 from . import _hook
             except ImportError as exc:
                 # Isolated sub-interpreters cannot load the extension (single-phase
@@ -109,7 +106,9 @@ class _ShareOnFirstImport:
                 if "subinterpreter" not in str(exc):
                     _warn(exc)
                 return None
-            return _hook._state["finder"] if _hook.share(self.archive) else None
+            # The real finder takes this one's place in sys.meta_path (replaced in place:
+            # the import system may be iterating over the list right now).
+            return _hook._state["finder"] if _hook.share(self.archive, _replace=self) else None
         finally:
             self.lock.release()
 
@@ -129,9 +128,15 @@ def _start():
         if not archive:
             raise ValueError("PYCDSMODE=SHARE needs PYCDSARCHIVE")
         _pending = _ShareOnFirstImport(archive)
-        # First in the meta path: any first import activates it (the real finder is then
-        # installed where it belongs, before importlib's PathFinder).
-        sys.meta_path.insert(0, _pending)
+        # Where the real finder goes: before importlib's PathFinder (after the builtin and
+        # frozen importers, whose modules are never in an archive).
+        meta_path = sys.meta_path
+        for i, f in enumerate(meta_path):
+            if getattr(f, "__name__", None) == "PathFinder":
+                meta_path.insert(i, _pending)
+                break
+        else:
+            meta_path.append(_pending)
         return
     from . import _hook
     if mode == "TRACE":

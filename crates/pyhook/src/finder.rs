@@ -13,7 +13,9 @@
 //!    per directory and process (cleared by `importlib.invalidate_caches()`); entries that
 //!    are not directories, e.g. zip files, are asked through their path importer;
 //! 4. the file has the size and modification time (ns) recorded at dump, as `.pyc`
-//!    validation does.
+//!    validation does;
+//! 5. `sys.path_hooks` is as it was when the finder was made (a program that installs its
+//!    own path hooks expects them to take part in its imports).
 //!
 //! Anything else returns `None` and the next finder (importlib's `PathFinder`) imports the
 //! module normally; the reason is reported through the `on_fallback` callback.
@@ -41,8 +43,9 @@ enum Listing {
     Other,
 }
 
-/// `pycds._pycds.Finder(archive, loader, extension_loader, on_fallback, on_other_entry)`:
-/// the SHARE-mode meta-path finder.
+/// `pycds._pycds.Finder(archive, loader, extension_loader, on_fallback, on_other_entry,
+/// path_hooks=None)`: the SHARE-mode meta-path finder (`path_hooks`: the `sys.path_hooks`
+/// of a normal start-up, by default the current ones).
 #[pyclass(frozen, module = "pycds._pycds")]
 pub struct Finder {
     archive: Py<Archive>,
@@ -64,6 +67,9 @@ pub struct Finder {
     /// `sys.implementation.cache_tag`.
     cache_tag: Vec<u8>,
     listings: Mutex<HashMap<PathBuf, Listing>>,
+    /// `sys.path_hooks` when the finder was made: a program that changes them expects its
+    /// hooks to see the imports (and they could find other modules), so it gets normal ones.
+    path_hooks: Vec<Py<PyAny>>,
 }
 
 impl Finder {
@@ -183,6 +189,7 @@ fn fs_bytes<'a>(s: &'a Bound<'_, PyAny>) -> Option<std::borrow::Cow<'a, [u8]>> {
 #[pymethods]
 impl Finder {
     #[new]
+    #[pyo3(signature = (archive, loader, extension_loader, on_fallback, on_other_entry, path_hooks = None))]
     fn new(
         py: Python<'_>,
         archive: Py<Archive>,
@@ -190,6 +197,7 @@ impl Finder {
         extension_loader: Py<PyAny>,
         on_fallback: Py<PyAny>,
         on_other_entry: Py<PyAny>,
+        path_hooks: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let sys = py.import("sys")?;
         let bootstrap = py.import("_frozen_importlib")?;
@@ -201,6 +209,11 @@ impl Finder {
             }
         }
         let optimize: u8 = sys.getattr("flags")?.getattr("optimize")?.extract()?;
+        let path_hooks = path_hooks
+            .map_or_else(|| sys.getattr("path_hooks"), Ok)?
+            .try_iter()?
+            .map(|h| h.map(Bound::unbind))
+            .collect::<PyResult<Vec<_>>>()?;
         let use_cached = sys.getattr("pycache_prefix")?.is_none();
         let cache_tag: Option<String> = sys
             .getattr("implementation")?
@@ -219,6 +232,7 @@ impl Finder {
             use_cached: use_cached && cache_tag.is_some(),
             cache_tag: cache_tag.unwrap_or_default().into_bytes(),
             listings: Mutex::new(HashMap::new()),
+            path_hooks,
         })
     }
 
@@ -247,6 +261,14 @@ impl Finder {
                 fullname,
                 &format!("dumped for optimization level {}", meta.optimize),
             );
+        }
+        // Path hooks changed since start-up: a normal import would consult them.
+        let hooks = self.sys.bind(py).getattr("path_hooks")?;
+        let same_hooks = hooks.cast::<PyList>().is_ok_and(|l| {
+            l.len() == self.path_hooks.len() && l.iter().zip(&self.path_hooks).all(|(a, b)| a.is(b))
+        });
+        if !same_hooks {
+            return self.fallback(py, fullname, "sys.path_hooks changed");
         }
         // 2. Where a normal import would search, and which entry holds the module.
         let search = match path {
