@@ -60,6 +60,12 @@ impl Planner {
         let meta = SpanMeta::parse(view.meta(), view.bytes())?;
         // Objects (and so every offset of the lists) lie before the lists.
         let end = meta.objects_end();
+        // (Every object takes at least two words: a bound for a count that is only reported.)
+        if u64::from(meta.objects()) > end / 16 {
+            return Err(PyFormatError::BadSpanMeta {
+                what: "object count larger than the span",
+            });
+        }
         let mut plan = SpanPlan {
             objects: meta.objects() as usize,
             ..SpanPlan::default()
