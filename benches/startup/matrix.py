@@ -194,27 +194,35 @@ def pss(argv, env, procs):
 
 # -- archives -----------------------------------------------------------------------------
 
-def pycds_archive(py, code, flags, d, name):
-    lst, img = os.path.join(d, name + ".lst"), os.path.join(d, name + ".img")
+def traced(py, code, flags, d, stem):
+    """TRACE the workload with ``py`` (both tools use PYCDSMODE=TRACE/PYCDSLIST); returns
+    the fresh list and the archive path to write, or None under -S (the start-up hook
+    never runs)."""
+    lst, img = os.path.join(d, stem + ".lst"), os.path.join(d, stem + ".img")
     for p in (lst, img):
         if os.path.exists(p):
             os.unlink(p)
     sh([py, *flags, "-c", code], env=clean_env(PYCDSMODE="TRACE", PYCDSLIST=lst), cwd=d)
-    if not os.path.exists(lst):
-        return None, None  # -S: the start-up hook never runs
+    return (lst, img) if os.path.exists(lst) else None
+
+
+def pycds_archive(py, code, flags, d, name):
+    """pycds: TRACE then DUMP; returns the archive and the DUMP command (to time it)."""
+    t = traced(py, code, flags, d, name)
+    if t is None:
+        return None, None
+    lst, img = t
     dump = ([py], clean_env(PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img))
-    sh(*dump[:1], env=dump[1], cwd=d)
+    sh(dump[0], env=dump[1], cwd=d)
     return img, dump
 
 
 def cds_archive(py, code, flags, d, name):
-    lst, img = os.path.join(d, name + ".cds.lst"), os.path.join(d, name + ".cds.img")
-    for p in (lst, img):
-        if os.path.exists(p):
-            os.unlink(p)
-    sh([py, *flags, "-c", code], env=clean_env(PYCDSMODE="TRACE", PYCDSLIST=lst), cwd=d)
-    if not os.path.exists(lst):
+    """The C package: TRACE then its documented dump call; returns the archive."""
+    t = traced(py, code, flags, d, name + ".cds")
+    if t is None:
         return None
+    lst, img = t
     sh([py, "-c", "import cds.dump, sys; cds.dump.run_dump(sys.argv[1], sys.argv[2])", lst, img],
        env=clean_env(), cwd=d)
     return img
