@@ -183,10 +183,12 @@ def test_w1_trace_lists_the_workload(w1):
 def test_w1_share_serves_expected_modules(w1):
     # Modules imported at start-up before the hook is installed cannot be served; every
     # other archived module the program imports must be.
-    code = ("import sys; m = sorted(sys.modules); import json, pycds; "
-            "print(json.dumps([m, pycds.stats()['served']]))")
+    # (A script, as the W1 run is: `-c` makes 3.13 import linecache at start-up.)
+    probe = w1["dir"] / "startup_modules.py"
+    probe.write_text("import sys; m = sorted(sys.modules); import json, pycds; "
+                     "print(json.dumps([m, pycds.stats()['served']]))\n", encoding="utf-8")
     before, served_at_startup = json.loads(ok(run(
-        ["-c", code], PYCDSMODE="SHARE", PYCDSARCHIVE=w1["archive"])).stdout)
+        [str(probe)], PYCDSMODE="SHARE", PYCDSARCHIVE=w1["archive"])).stdout)
     preloaded = set(before) - set(served_at_startup)
     archived = set(archive_names(w1["archive"]))
     stats = w1["shared_report"]["stats"]

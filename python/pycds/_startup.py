@@ -70,11 +70,14 @@ class _ShareOnFirstImport:
     """SHARE mode until the first import: a meta-path stand-in that loads the native
     extension, opens the archive and installs the real finder (``pycds._hook.share``) when
     the first module is looked up, then answers through it. A program that imports nothing
-    after start-up (``python -c pass``) does not pay for the archive. Modules imported by
-    ``site`` itself after the ``.pth`` files (``sitecustomize``, ``usercustomize``) and
-    pycds's own modules do not activate it; they import normally."""
+    after start-up (``python -c pass``) does not pay for the archive. Modules the
+    interpreter's start-up imports after the ``.pth`` files (``sitecustomize``,
+    ``usercustomize``, and on 3.13 ``linecache``) and pycds's own modules do not activate
+    it; they import normally."""
 
-    _SITE_LATE = ("sitecustomize", "usercustomize")
+    # Imported by the interpreter's own start-up after the .pth files: site's customize
+    # modules, and on 3.13 linecache (which holds the source of -c code).
+    _SITE_LATE = ("sitecustomize", "usercustomize", "linecache")
 
     def __init__(self, archive):
         import _thread

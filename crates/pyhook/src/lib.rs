@@ -17,9 +17,28 @@ pub mod probe;
 
 use pyo3::prelude::*;
 
+/// `pycds._pycds.__getattr__`: the exception classes, created on first access.
+#[pyfunction]
+#[pyo3(name = "__getattr__")]
+fn module_getattr(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+    let t = match name {
+        "PycdsError" => py.get_type::<error::PycdsError>(),
+        "CorruptArchiveError" => py.get_type::<error::CorruptArchiveError>(),
+        "IncompatibleArchiveError" => py.get_type::<error::IncompatibleArchiveError>(),
+        "UnsupportedObjectError" => py.get_type::<error::UnsupportedObjectError>(),
+        "UnsupportedInterpreterError" => py.get_type::<error::UnsupportedInterpreterError>(),
+        "_CompilerFlagsMismatch" => py.get_type::<error::CompilerFlagsMismatch>(),
+        _ => {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+                "module 'pycds._pycds' has no attribute {name:?}"
+            )))
+        }
+    };
+    Ok(t.into_any().unbind())
+}
+
 /// Register the native API on `m` (the `pycds._pycds` module).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
     m.add_function(wrap_pyfunction!(api::write_archive, m)?)?;
     m.add_function(wrap_pyfunction!(api::save, m)?)?;
     m.add_function(wrap_pyfunction!(api::load, m)?)?;
@@ -30,27 +49,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(api::decode_module_meta, m)?)?;
     m.add_class::<api::Archive>()?;
     m.add_class::<finder::Finder>()?;
-    m.add("PycdsError", py.get_type::<error::PycdsError>())?;
-    m.add(
-        "CorruptArchiveError",
-        py.get_type::<error::CorruptArchiveError>(),
-    )?;
-    m.add(
-        "IncompatibleArchiveError",
-        py.get_type::<error::IncompatibleArchiveError>(),
-    )?;
-    m.add(
-        "_CompilerFlagsMismatch",
-        py.get_type::<error::CompilerFlagsMismatch>(),
-    )?;
-    m.add(
-        "UnsupportedObjectError",
-        py.get_type::<error::UnsupportedObjectError>(),
-    )?;
-    m.add(
-        "UnsupportedInterpreterError",
-        py.get_type::<error::UnsupportedInterpreterError>(),
-    )?;
+    // The exception classes are made on first use (module __getattr__, PEP 562): the
+    // import hook loads this module in every SHARE process, and each class costs a type
+    // creation that a process with no error never needs.
+    m.add_function(wrap_pyfunction!(module_getattr, m)?)?;
     m.add(
         "FORMAT_VERSION",
         format!(
