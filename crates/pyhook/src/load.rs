@@ -344,6 +344,9 @@ pub fn refuse_if_others_can_write(path: &Path) -> HookResult<()> {
     let Ok(st) = std::fs::metadata(path) else {
         return Ok(()); // missing or unreadable: opening reports it
     };
+    if !st.is_file() {
+        return Ok(()); // a device, FIFO or directory: opening refuses it as such
+    }
     // SAFETY: geteuid/getegid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let shown = path.display();
