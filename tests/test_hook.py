@@ -496,6 +496,17 @@ def test_served_spec_equals_a_normal_imports_spec(project):
     assert p.stdout == "True True True True CDSLoader\n"
 
 
+def test_share_start_up_loads_nothing_until_the_first_import(project):
+    # SHARE puts one small stand-in on sys.meta_path at start-up; the pycds package, its
+    # extension and the archive are loaded by the first import, not before.
+    code = ("import sys; m = sorted(k for k in sys.modules if 'pycds' in k); "
+            "f = [type(x).__name__ for x in sys.meta_path]; "
+            "import fbpkg.kept; print(m, f, 'pycds._pycds' in sys.modules)")
+    p = ok(share(project, ["-c", code]))
+    assert p.stdout == ("['_pycds_boot'] ['type', 'type', 'module', 'type'] True\n")
+    assert "fbpkg.kept" in served_lines(p.stderr)
+
+
 @pytest.mark.parametrize("first", ["atexit", "_thread", "zipimport", "fbpkg.kept"])
 def test_first_import_of_any_kind(project, first):
     # SHARE activates on the first import, whatever finder answers it (builtin, frozen,

@@ -378,7 +378,7 @@ def auto(archive_path):
 def stats():
     """What the hook did in this process: mode, served modules, fall-backs with their
     reasons, and the archive's load statistics."""
-    startup = sys.modules.get("pycds._startup")
+    startup = sys.modules.get("_pycds_boot")
     pending = getattr(startup, "_pending", None)
     if pending is not None:
         pending.activate()  # SHARE not yet activated (nothing imported since start-up)

@@ -1,4 +1,5 @@
-"""Run by ``pycds.pth`` at interpreter start-up, only when ``PYCDSMODE`` is set.
+"""Run at interpreter start-up by ``pycds.pth`` (through ``_pycds_boot``) when
+``PYCDSMODE`` is TRACE, DUMP or AUTO; SHARE is set up by ``_pycds_boot`` alone.
 
 Environment (compatible with the C ``code-data-share`` package):
 
@@ -66,81 +67,10 @@ def _warn(exc):
         pass
 
 
-class _ShareOnFirstImport:
-    """SHARE mode until the first import: a meta-path stand-in that loads the native
-    extension, opens the archive and installs the real finder (``pycds._hook.share``) when
-    the first module is looked up, then answers through it. A program that imports nothing
-    after start-up (``python -c pass``) does not pay for the archive. Modules the
-    interpreter's start-up imports after the ``.pth`` files (``sitecustomize``,
-    ``usercustomize``, and on 3.13 ``linecache``) and pycds's own modules do not activate
-    it; they import normally."""
-
-    # Imported by the interpreter's own start-up after the .pth files: site's customize
-    # modules, and on 3.13 linecache (which holds the source of -c code).
-    _SITE_LATE = ("sitecustomize", "usercustomize", "linecache")
-
-    def __init__(self, archive):
-        import _thread
-        self.archive = archive
-        self.path_hooks = list(sys.path_hooks)  # as start-up left them
-        self.lock = _thread.allocate_lock()
-        self.done = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if self.done or fullname in self._SITE_LATE or fullname.partition(".")[0] == "pycds":
-            return None
-        finder = self.activate()
-        return finder.find_spec(fullname, path, target) if finder is not None else None
-
-    def activate(self):
-        """Replace this stand-in by the real finder, once (another thread arriving
-        meanwhile imports normally); returns the real finder or None."""
-        if not self.lock.acquire(False):
-            return None
-        try:
-            if self.done:
-                return None
-            self.done = True
-            try:
-                from . import _hook
-            except ImportError as exc:
-                # Isolated sub-interpreters cannot load the extension (single-phase
-                # initialisation); archives are for the main interpreter only anyway.
-                if "subinterpreter" not in str(exc):
-                    _warn(exc)
-                return None
-            # The real finder takes this one's place in sys.meta_path (replaced in place:
-            # the import system may be iterating over the list right now).
-            return _hook._state["finder"] if _hook.share(self.archive, _replace=self) else None
-        finally:
-            self.lock.release()
-
-    def invalidate_caches(self):
-        pass
-
-
-_pending = None  # the SHARE stand-in until it activates
-
-
 def _start():
-    global _pending
     mode = os.environ.get("PYCDSMODE", "").strip().upper()
     lst = os.environ.get("PYCDSLIST")
     archive = os.environ.get("PYCDSARCHIVE")
-    if mode == "SHARE":
-        if not archive:
-            raise ValueError("PYCDSMODE=SHARE needs PYCDSARCHIVE")
-        _pending = _ShareOnFirstImport(archive)
-        # Where the real finder goes: before importlib's PathFinder (after the builtin and
-        # frozen importers, whose modules are never in an archive).
-        meta_path = sys.meta_path
-        for i, f in enumerate(meta_path):
-            if getattr(f, "__name__", None) == "PathFinder":
-                meta_path.insert(i, _pending)
-                break
-        else:
-            meta_path.append(_pending)
-        return
     from . import _hook
     if mode == "TRACE":
         if not lst:
