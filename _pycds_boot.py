@@ -81,6 +81,7 @@ def _start():
     global archive, path_hooks, done, _lock, _pending
     if os.environ.get("PYCDSMODE", "").strip().upper() != "SHARE":
         __import__("pycds._startup")  # TRACE, DUMP, AUTO (and unknown modes: it says so)
+        sys.modules["pycds._startup"]._start()
         return
     archive = os.environ.get("PYCDSARCHIVE")
     if not archive:
@@ -110,4 +111,8 @@ except ImportError as exc:
     if "subinterpreter" not in str(exc):
         _warn(exc)
 except Exception as exc:  # never break interpreter start-up
+    try:
+        sys.modules["pycds._hook"]._state["error"] = str(exc)  # for python -m pycds dump
+    except Exception:
+        pass
     _warn(exc)

@@ -8,7 +8,7 @@ Environment (compatible with the C ``code-data-share`` package):
 * ``PYCDSARCHIVE``: the archive (DUMP writes it, SHARE and AUTO read it);
 * ``PYCDSVERBOSE``: 1 = one line per served module, 2 = also one per fall-back.
 
-Nothing here may break start-up: every failure is one line on stderr.
+Nothing here may break start-up: ``_pycds_boot`` reports any exception as one line on stderr.
 """
 
 import os
@@ -60,14 +60,9 @@ def _dump(lst, archive):
                          % (archive, r["modules"], r["bytes"]))
 
 
-def _warn(exc):
-    try:
-        sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
-    except Exception:
-        pass
-
-
 def _start():
+    """Run the mode of ``PYCDSMODE`` (called by ``_pycds_boot``, which turns any exception
+    into one warning line)."""
     mode = os.environ.get("PYCDSMODE", "").strip().upper()
     lst = os.environ.get("PYCDSLIST")
     archive = os.environ.get("PYCDSARCHIVE")
@@ -87,20 +82,3 @@ def _start():
     elif mode:
         raise ValueError("unknown PYCDSMODE %r (TRACE, DUMP, SHARE or AUTO)" % mode)
 
-
-try:
-    _start()
-except ImportError as exc:
-    # Isolated sub-interpreters run site (so this file) but cannot load the extension
-    # (single-phase initialisation); archives are for the main interpreter only anyway.
-    if "subinterpreter" not in str(exc):
-        _warn(exc)
-except Exception as exc:  # never break interpreter start-up
-    try:
-        sys.modules["pycds._hook"]._state["error"] = str(exc)
-    except Exception:
-        pass
-    try:
-        sys.stderr.write("pycds: warning: %s; importing normally\n" % (exc,))
-    except Exception:
-        pass
