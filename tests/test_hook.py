@@ -358,6 +358,24 @@ def test_fallback_shadowed_earlier_on_path(project):
     assert "shadowed" in fallbacks["shadowed"]
 
 
+def test_fallback_shadowed_by_a_directory_inside_a_zip_file(project):
+    # A sys.path entry inside a zip file (zip/sub/dir) is a path importer's business: a
+    # module there shadows the archived one, source and extension modules alike (BUG-R5).
+    import zipfile
+    z = project["dir"] / "fake.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("pre/fix/shadowed.py", 'WHO = "zip subdir"\n')
+        f.writestr("pre/fix/_json.py", 'WHO = "fake _json"\n')
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import shadowed, _json, fbpkg.kept; "
+            "print(shadowed.WHO, getattr(_json, 'WHO', 'real _json'))")
+    plain = ok(run(["-c", code, str(z / "pre" / "fix")], cwd=project["app"], **project["env"]))
+    assert plain.stdout == "zip subdir fake _json\n"
+    p = ok(share(project, ["-c", code, str(z / "pre" / "fix")], verbose="2"))
+    assert p.stdout == plain.stdout
+    assert "fbpkg.kept" in served_lines(p.stderr)
+    assert "shadowed" not in served_lines(p.stderr)
+
+
 def test_fallback_shadowed_by_package(project):
     # A new package of the same name earlier on the path shadows the archived module.
     write(project["app"] / "shadowed" / "__init__.py", 'WHO = "package"\n')

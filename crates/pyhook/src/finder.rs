@@ -37,7 +37,8 @@ use crate::modmeta::{default_cached, Cached, ModuleKind, ModuleMeta};
 enum Listing {
     /// A directory: the names of its entries.
     Dir(HashSet<Box<[u8]>>),
-    /// Nothing there (or unreadable): a normal import would find nothing in it either.
+    /// Nothing there (no such path, or an unreadable directory): a normal import would
+    /// find nothing in it either.
     Missing,
     /// Something else (a zip file, ...): ask its path importer.
     Other,
@@ -169,6 +170,9 @@ fn list_dir(dir: &Path) -> Listing {
                 .map(|e| e.file_name().as_bytes().into())
                 .collect(),
         ),
+        // A path through a file (`x.zip/sub/dir`: ENOTDIR), or a file itself: its path
+        // importer (zipimport) may accept it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Listing::Other,
         Err(_) if dir.exists() && !dir.is_dir() => Listing::Other,
         Err(_) => Listing::Missing,
     }
