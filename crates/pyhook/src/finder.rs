@@ -172,7 +172,7 @@ fn list_dir(dir: &Path) -> Listing {
         ),
         // A path through a file (`x.zip/sub/dir`: ENOTDIR), or a file itself: its path
         // importer (zipimport) may accept it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Listing::Other,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Listing::Other,
         Err(_) if dir.exists() && !dir.is_dir() => Listing::Other,
         Err(_) => Listing::Missing,
     }
