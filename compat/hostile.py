@@ -33,7 +33,8 @@ What it does:
    file and directory, symlink loop, dangling symlink, garbage, ...), archives of other
    CPython versions, the archive truncated or overwritten in place while in use, AUTO mode
    repairing damaged archives, and "malicious" variants whose checksums are recomputed
-   (informational: the trust model makes no promise about their output, only no crash);
+   (informational: the trust model makes no promise about their output, only no crash;
+   forged heaps run with ``PYCDS_CHECK=full``, which checks every object at load);
 4. the archive-permission cases: an archive or directory others can write is refused with
    a message about permissions; an archive only its owner can change is used (also in a
    sticky directory, and in a directory writable by the user's own group).
@@ -484,6 +485,11 @@ def random_tasks(ctx, rng, n):
             length = rng.randrange(lay.file_len)
             label, m = "len %d" % length, (lambda buf, n=length: buf[:n])
         env = {"PYCDS_LOAD": "map"} if cat.startswith("map-") else None
+        if cat == "recrc-heap":
+            # Objects forged behind valid checksums: the import hook trusts an archive like
+            # a .pyc (spec/security.md) and may crash on one by default; PYCDS_CHECK=full
+            # is the mode that checks every object again, so it must refuse them.
+            env = {"PYCDS_CHECK": "full"}
         tasks.append(bytes_task(cat, label, m, informational=cat.startswith("recrc"), env=env,
                                 target=target if cat == "recrc-heap" else None))
     return tasks
