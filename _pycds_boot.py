@@ -34,7 +34,6 @@ archive = None  # PYCDSARCHIVE
 path_hooks = None  # sys.path_hooks as start-up left them (the real finder compares)
 done = True  # activated (or never to be): answer nothing
 _lock = None
-_pending = None  # this module while the stand-in is installed and not yet activated
 
 
 def find_spec(fullname, path=None, target=None):
@@ -49,14 +48,13 @@ def find_spec(fullname, path=None, target=None):
 def activate():
     """Replace the stand-in by the real finder, once (another thread arriving meanwhile
     imports normally); returns the real finder or None."""
-    global done, _pending
+    global done
     if _lock is None or not _lock.acquire(False):
         return None
     try:
         if done:
             return None
         done = True
-        _pending = None
         try:
             from pycds import _hook
         except ImportError as exc:
@@ -78,7 +76,7 @@ def invalidate_caches():
 
 
 def _start():
-    global archive, path_hooks, done, _lock, _pending
+    global archive, path_hooks, done, _lock
     if os.environ.get("PYCDSMODE", "").strip().upper() != "SHARE":
         __import__("pycds._startup")  # TRACE, DUMP, AUTO (and unknown modes: it says so)
         sys.modules["pycds._startup"]._start()
@@ -91,7 +89,7 @@ def _start():
     path_hooks = list(sys.path_hooks)
     _lock = _thread.allocate_lock()
     done = False
-    this = _pending = sys.modules[__name__]
+    this = sys.modules[__name__]
     # Where the real finder goes: before importlib's PathFinder (after the builtin and
     # frozen importers, whose modules are never in an archive).
     meta_path = sys.meta_path

@@ -378,10 +378,9 @@ def auto(archive_path):
 def stats():
     """What the hook did in this process: mode, served modules, fall-backs with their
     reasons, and the archive's load statistics."""
-    startup = sys.modules.get("_pycds_boot")
-    pending = getattr(startup, "_pending", None)
-    if pending is not None:
-        pending.activate()  # SHARE not yet activated (nothing imported since start-up)
+    boot = sys.modules.get("_pycds_boot")
+    if boot is not None:
+        boot.activate()  # SHARE not yet activated (nothing imported since start-up); else a no-op
     archive = _state["archive"]
     return {
         "mode": _state["mode"],

@@ -170,10 +170,9 @@ fn list_dir(dir: &Path) -> Listing {
                 .map(|e| e.file_name().as_bytes().into())
                 .collect(),
         ),
-        // A path through a file (`x.zip/sub/dir`: ENOTDIR), or a file itself: its path
-        // importer (zipimport) may accept it.
+        // A file (`x.zip`) or a path through one (`x.zip/sub/dir`): both fail with ENOTDIR;
+        // the entry's path importer (zipimport) may accept them.
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Listing::Other,
-        Err(_) if dir.exists() && !dir.is_dir() => Listing::Other,
         Err(_) => Listing::Missing,
     }
 }
