@@ -56,11 +56,12 @@ class _WriteStats(TypedDict):
 class _LoadStats(TypedDict):
     spans: int
     objects: int
+    #: interned strings created and interned (one per distinct string the spans use)
     interned: int
     load_seconds: float
     #: of which checking objects (``check=True``) or planning fix-ups
     check_seconds: float
-    #: of which interning, frozensets and code versions
+    #: of which frozensets and code versions (interned strings are made while relocating)
     fixup_seconds: float
 
 class _ModuleMeta(TypedDict):

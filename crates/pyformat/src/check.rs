@@ -16,8 +16,9 @@
 //! bitmaps, not a lookup per field). References to objects already walked are checked on
 //! the spot (the writer emits children before parents), the rest after the walk.
 //!
-//! The result is a [`SpanPlan`]: the strings to intern with the slots that refer to each,
-//! the frozensets to build with their slots, and the code objects.
+//! The result is a [`SpanPlan`]: the frozensets to build with their slots, and the code
+//! objects. (Strings CPython had interned are not objects of the span but externs, see
+//! [`ExternKind::InternedStr`]; the span's own strings are never interned.)
 
 use pycds_arena::{ExternId, SpanView};
 
@@ -36,18 +37,12 @@ const CO_VARKEYWORDS: i32 = 0x8;
 
 /// `Checker::types`, per word: the [`TypeTag`] of the object starting there (0: none) ...
 const TAG_MASK: u8 = 0x07;
-/// ... this tuple was already verified to hold only str ...
+/// ... and this tuple was already verified to hold only str.
 const NAMES_CHECKED: u8 = 0x40;
-/// ... and the span metadata lists this word as a string to intern.
-const INTERN: u8 = 0x80;
 
 /// What the loader must do to a span after relocation.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SpanPlan {
-    /// Strings to intern: (base-relative offset of the str, range in `intern_refs`).
-    pub interns: Vec<(u64, core::ops::Range<usize>)>,
-    /// Slots (base-relative) that refer to the strings of `interns`, grouped per string.
-    pub intern_refs: Vec<u64>,
     /// Frozensets to build: (members tuple offset, or `None` for the empty tuple; range
     /// in `frozen_refs`).
     pub frozen: Vec<(Option<u64>, core::ops::Range<usize>)>,
@@ -96,7 +91,10 @@ impl Expect {
             (Expect::Tuple | Expect::TupleOfStr, ExternKind::EmptyTuple) => true,
             (
                 Expect::Str,
-                ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_),
+                ExternKind::EmptyStr
+                | ExternKind::Char(_)
+                | ExternKind::InternedChar(_)
+                | ExternKind::InternedStr,
             ) => true,
             (Expect::Bytes, ExternKind::EmptyBytes | ExternKind::Byte(_)) => true,
             _ => false,
@@ -135,16 +133,9 @@ pub struct Checker {
     expect: Vec<u64>,
     /// bitmap, one bit per word: tuple items (the only place a frozenset may go)
     items: Vec<u64>,
-    /// per word: index of the interned string starting there; meaningful only where
-    /// `types` has `INTERN` (so it is never cleared, only grown)
-    intern_idx: Vec<u32>,
     /// (slot word, target word, expectation) for forward internal references
     pending: Vec<(usize, usize, Expect)>,
     codes: Vec<PendingCode>,
-    /// references per interned string
-    counts: Vec<u32>,
-    /// (interned string index, slot)
-    redirect: Vec<(u32, u64)>,
     /// first word of the object being walked (references below it are checked at once)
     cur: usize,
 }
@@ -271,11 +262,8 @@ impl Checker {
             types: Vec::new(),
             expect: Vec::new(),
             items: Vec::new(),
-            intern_idx: Vec::new(),
             pending: Vec::new(),
             codes: Vec::new(),
-            counts: Vec::new(),
-            redirect: Vec::new(),
             cur: 0,
         }
     }
@@ -299,37 +287,14 @@ impl Checker {
         self.expect.resize(chunks, 0);
         self.items.clear();
         self.items.resize(chunks, 0);
-        if self.intern_idx.len() < words {
-            self.intern_idx.resize(words, 0);
-        }
         self.pending.clear();
         self.codes.clear();
-        self.counts.clear();
-        self.redirect.clear();
         let mut plan = SpanPlan::default();
         let l = self.layout;
 
-        // 1. The strings to intern (from the span metadata), so that references to them
-        //    can be collected during the walk.
+        // 1. The span metadata (where the objects end).
         let meta = SpanMeta::parse(view.meta(), view.bytes())?;
         let objects_words = (meta.objects_end() / 8) as usize;
-        let mut last = None;
-        for rel in meta.interns() {
-            let rel = rel as usize;
-            if last.is_some_and(|x| x >= rel) || rel % 8 != 0 || rel as u64 >= meta.objects_end() {
-                return Err(PyFormatError::BadSpanMeta {
-                    what: "intern list not sorted or out of span",
-                });
-            }
-            last = Some(rel);
-            let w = rel / 8;
-            if let (Some(t), Some(i)) = (self.types.get_mut(w), self.intern_idx.get_mut(w)) {
-                *t = INTERN;
-                *i = self.counts.len() as u32;
-            }
-            self.counts.push(0);
-            plan.interns.push((start + rel as u64, 0..0));
-        }
 
         // 2. Walk the objects in order.
         let gc_words = l.gc_head / 8;
@@ -411,14 +376,6 @@ impl Checker {
                 });
             }
         }
-        for (s, _) in &plan.interns {
-            let w = ((s - start) / 8) as usize;
-            if self.types.get(w).and_then(|&t| tag_of(t)) != Some(TypeTag::Str) {
-                return Err(PyFormatError::BadSpanMeta {
-                    what: "intern list names a non-str",
-                });
-            }
-        }
 
         // 4. Forward references, now that every object start is known.
         let pending = core::mem::take(&mut self.pending);
@@ -426,8 +383,6 @@ impl Checker {
             self.check_ref(&sp, externs, slot, target, expect)?;
         }
         self.pending = pending;
-
-        group_intern_refs(&mut plan, &self.counts, &self.redirect);
 
         // 5. Frozenset slots: tuple items that hold a (members) tuple.
         let mut frozen: Vec<(Option<u64>, u64)> = Vec::new();
@@ -561,7 +516,7 @@ impl Checker {
     }
 
     /// Check one internal reference (slot word `slot`, target word `target`) whose target's
-    /// object start (if any) is known, and note it if it refers to a string to intern.
+    /// object start (if any) is known.
     fn check_ref(
         &mut self,
         sp: &Span<'_>,
@@ -608,14 +563,6 @@ impl Checker {
                         offset: sp.abs(8 * item),
                         expected: "a str (name tuple item)",
                     });
-                }
-            }
-        }
-        if t & INTERN != 0 {
-            if let Some(&i) = self.intern_idx.get(target) {
-                self.redirect.push((i, at));
-                if let Some(c) = self.counts.get_mut(i as usize) {
-                    *c += 1;
                 }
             }
         }
@@ -875,30 +822,6 @@ impl Checker {
             ));
         }
         usize::try_from(size).map_err(|_| bad(sp.abs(ob), "size overflow"))
-    }
-}
-
-/// Fill `plan.intern_refs` and the ranges of `plan.interns` from `(string index, slot)`
-/// pairs, `counts[i]` of them for string `i` (a counting sort: grouped per string, in
-/// slot order within a group).
-pub(crate) fn group_intern_refs(plan: &mut SpanPlan, counts: &[u32], redirect: &[(u32, u64)]) {
-    let mut at = 0u32;
-    let mut starts = Vec::with_capacity(counts.len());
-    for (i, c) in counts.iter().enumerate() {
-        starts.push(at);
-        if let Some(e) = plan.interns.get_mut(i) {
-            e.1 = at as usize..(at + c) as usize;
-        }
-        at += c;
-    }
-    plan.intern_refs = vec![0; at as usize];
-    for &(i, slot) in redirect {
-        if let Some(k) = starts.get_mut(i as usize) {
-            if let Some(r) = plan.intern_refs.get_mut(*k as usize) {
-                *r = slot;
-            }
-            *k += 1;
-        }
     }
 }
 

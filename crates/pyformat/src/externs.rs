@@ -96,6 +96,56 @@ pub enum ExternKind {
     InternedChar(u8),
     /// A one-byte bytes object (static singleton).
     Byte(u8),
+    /// Any other str that CPython had interned: the name carries its characters
+    /// ([`interned_str_name`]); resolved by creating the string and interning it, so
+    /// that every module of the archive shares one object, as after normal imports.
+    InternedStr,
+}
+
+/// Prefix of the names of [`ExternKind::InternedStr`] externs.
+const ISTR: &[u8] = b"istr";
+
+/// The extern name of an interned str of `kind` (1, 2 or 4 bytes per code point) whose
+/// code points are `data` (little-endian code units): `istr1:`, `istr2:` or `istr4:`,
+/// then `data`.
+pub fn interned_str_name(kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut name = Vec::with_capacity(data.len() + 6);
+    name.extend_from_slice(ISTR);
+    name.push(b'0' + kind);
+    name.push(b':');
+    name.extend_from_slice(data);
+    name
+}
+
+/// The kind and code units of an [`ExternKind::InternedStr`] name, if it is canonical:
+/// kind 1, 2 or 4; a whole number of code points; the narrowest kind for its characters
+/// (as CPython stores every str), no code point beyond U+10FFFF; and more than one
+/// character when kind 1 (one latin-1 character is an `ichar:` extern).
+pub fn parse_interned_str(name: &[u8]) -> Option<(u8, &[u8])> {
+    let rest = name.strip_prefix(ISTR)?;
+    let (&digit, rest) = rest.split_first()?;
+    let data = rest.strip_prefix(b":")?;
+    let kind = digit.wrapping_sub(b'0');
+    let ok = match kind {
+        1 => data.len() >= 2,
+        2 => {
+            let units = data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]));
+            data.len() % 2 == 0 && !data.is_empty() && units.clone().any(|u| u > 0xff)
+        }
+        4 => {
+            let units = data
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            data.len() % 4 == 0
+                && !data.is_empty()
+                && units.clone().any(|u| u > 0xffff)
+                && units.clone().all(|u| u <= 0x10_ffff)
+        }
+        _ => false,
+    };
+    ok.then_some((kind, data))
 }
 
 /// Smallest small int (`-_PY_NSMALLNEGINTS`).
@@ -104,7 +154,9 @@ pub const SMALL_INT_MIN: i64 = -5;
 pub const SMALL_INT_MAX: i64 = 256;
 
 impl ExternKind {
-    /// The canonical extern name.
+    /// The canonical extern name. [`ExternKind::InternedStr`] names carry the string's
+    /// characters and are made by [`interned_str_name`]; for it this returns their common
+    /// prefix `istr`, which is not a valid name by itself.
     pub fn name(self) -> String {
         match self {
             ExternKind::Type(t) => format!("type:{}", t.name()),
@@ -119,11 +171,16 @@ impl ExternKind {
             ExternKind::Char(c) => format!("char:{c:02x}"),
             ExternKind::InternedChar(c) => format!("ichar:{c:02x}"),
             ExternKind::Byte(b) => format!("byte:{b:02x}"),
+            ExternKind::InternedStr => "istr".into(),
         }
     }
 
-    /// Parse a canonical extern name (exact inverse of [`ExternKind::name`]).
+    /// Parse a canonical extern name (exact inverse of [`ExternKind::name`] and
+    /// [`interned_str_name`]).
     pub fn parse(name: &[u8]) -> Option<ExternKind> {
+        if name.starts_with(ISTR) {
+            return parse_interned_str(name).map(|_| ExternKind::InternedStr);
+        }
         let s = core::str::from_utf8(name).ok()?;
         let k = match s {
             "None" => ExternKind::None,
@@ -171,9 +228,10 @@ impl ExternKind {
     pub fn value_type(self) -> Option<TypeTag> {
         match self {
             ExternKind::EmptyTuple => Some(TypeTag::Tuple),
-            ExternKind::EmptyStr | ExternKind::Char(_) | ExternKind::InternedChar(_) => {
-                Some(TypeTag::Str)
-            }
+            ExternKind::EmptyStr
+            | ExternKind::Char(_)
+            | ExternKind::InternedChar(_)
+            | ExternKind::InternedStr => Some(TypeTag::Str),
             ExternKind::EmptyBytes | ExternKind::Byte(_) => Some(TypeTag::Bytes),
             ExternKind::SmallInt(_) => Some(TypeTag::Int),
             _ => None,
@@ -247,6 +305,34 @@ mod tests {
         all.extend((0..=255).map(ExternKind::Byte));
         for k in all {
             assert_eq!(ExternKind::parse(k.name().as_bytes()), Some(k), "{k:?}");
+        }
+        for (kind, data) in [
+            (1u8, &b"ab"[..]),
+            (1, b"\xe9t\xe9"),
+            (2, &[0x00, 0x01]),
+            (2, &[b'a', 0, 0x3b, 0x04]),
+            (4, &[0, 0xf6, 0x01, 0]),
+            (4, &[0xff, 0xff, 0x10, 0, b'x', 0, 0, 0]),
+        ] {
+            let name = interned_str_name(kind, data);
+            assert_eq!(ExternKind::parse(&name), Some(ExternKind::InternedStr));
+            assert_eq!(parse_interned_str(&name), Some((kind, data)));
+        }
+        for bad in [
+            &b"istr"[..],
+            b"istr1:",
+            b"istr1:a",
+            b"istr1x",
+            b"istr3:abc",
+            b"istr2:a",
+            b"istr2:a\0",
+            b"istr2:",
+            b"istr4:a\0\0\0",
+            b"istr4:\0\0\x11\0",
+            b"istr4:\0\0\x01",
+            b"istr:ab",
+        ] {
+            assert_eq!(ExternKind::parse(bad), None, "{bad:?}");
         }
         for bad in [
             "int:257",

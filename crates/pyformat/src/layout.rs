@@ -225,8 +225,6 @@ pub mod state {
     pub const ASCII: u32 = 0x40;
     /// `ready` (3.11) / `statically_allocated` (3.12+)
     pub const BIT7: u32 = 0x80;
-    /// `SSTATE_INTERNED_IMMORTAL_STATIC` (3.12+)
-    pub const INTERNED_IMMORTAL_STATIC: u32 = 3;
 }
 
 /// Everything pycds needs to know about one CPython release's object layout.

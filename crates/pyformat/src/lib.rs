@@ -8,7 +8,7 @@
 //! * [`write::PyArchiveWriter`]: writes code, tuple, str, bytes, int, float, complex and
 //!   frozenset constants in the interpreter's in-memory layout, runtime caches reset;
 //! * [`check::Checker`]: the structural check of a span before the interpreter sees it,
-//!   producing the load-time fix-up plan (strings to intern, frozensets to build);
+//!   producing the load-time fix-up plan (frozensets to build, code objects);
 //! * [`plan::Planner`]: the same plan for a span whose objects are trusted (checked when
 //!   the archive was written), from its metadata and slot bitmaps only;
 //! * [`profile::Fingerprint`]: which interpreter build an archive belongs to.

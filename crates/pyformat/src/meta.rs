@@ -1,39 +1,38 @@
 //! pycds's per-span and per-root metadata (opaque bytes to the arena).
 //!
-//! Span meta (little-endian), 24 bytes:
+//! Span meta (little-endian), 20 bytes:
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `PYS3` |
-//! | 4 | 4 | `n_intern`: strings to intern at load |
-//! | 8 | 4 | `n_frozen`: slots whose tuple becomes a frozenset at load |
-//! | 12 | 4 | `n_code`: code objects (they get fresh `co_version`s at load) |
-//! | 16 | 4 | `n_objects`: objects in the span |
-//! | 20 | 4 | `lists`: span-relative offset of the span's lists, where its objects end |
+//! | 0 | 4 | magic `PYS4` |
+//! | 4 | 4 | `n_frozen`: slots whose tuple becomes a frozenset at load |
+//! | 8 | 4 | `n_code`: code objects (they get fresh `co_version`s at load) |
+//! | 12 | 4 | `n_objects`: objects in the span |
+//! | 16 | 4 | `lists`: span-relative offset of the span's lists, where its objects end |
 //!
 //! The lists are the last bytes of the span itself (so they are read, and covered by the
 //! span CRC, only when the span is loaded, instead of growing the tables read at open):
-//! from `lists`, `n_intern` then `n_frozen` then `n_code` u32 span-relative offsets (the str
-//! objects to intern, the frozenset slots, the code objects; each list strictly
-//! increasing), then zero padding to the span's end (a multiple of 8).
+//! from `lists`, `n_frozen` then `n_code` u32 span-relative offsets (the frozenset slots,
+//! the code objects; each list strictly increasing), then zero padding to the span's end
+//! (a multiple of 8).
 //!
 //! Root meta: one byte of [`RootKind`], then the client's bytes.
 
 use crate::error::PyFormatError;
 
-const SPAN_MAGIC: &[u8; 4] = b"PYS3";
+const SPAN_MAGIC: &[u8; 4] = b"PYS4";
 /// Length of the span metadata.
-pub const SPAN_META_LEN: usize = 24;
+pub const SPAN_META_LEN: usize = 20;
 
 /// Bytes of the lists trailer for these counts, padded to 8.
-pub fn lists_len(n_intern: usize, n_frozen: usize, n_code: usize) -> usize {
-    (4 * (n_intern + n_frozen + n_code)).next_multiple_of(8)
+pub fn lists_len(n_frozen: usize, n_code: usize) -> usize {
+    (4 * (n_frozen + n_code)).next_multiple_of(8)
 }
 
 /// Encode the lists trailer (see the module documentation); `lists_len` bytes.
-pub fn encode_span_lists(interns: &[u32], frozen: &[u32], codes: &[u32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lists_len(interns.len(), frozen.len(), codes.len()));
-    for v in interns.iter().chain(frozen).chain(codes) {
+pub fn encode_span_lists(frozen: &[u32], codes: &[u32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lists_len(frozen.len(), codes.len()));
+    for v in frozen.iter().chain(codes) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.resize(out.len().next_multiple_of(8), 0);
@@ -41,16 +40,10 @@ pub fn encode_span_lists(interns: &[u32], frozen: &[u32], codes: &[u32]) -> Vec<
 }
 
 /// Encode span metadata for lists (of these lengths) starting at span-relative `lists`.
-pub fn encode_span_meta(
-    n_intern: usize,
-    n_frozen: usize,
-    n_code: usize,
-    objects: u32,
-    lists: u32,
-) -> Vec<u8> {
+pub fn encode_span_meta(n_frozen: usize, n_code: usize, objects: u32, lists: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(SPAN_META_LEN);
     out.extend_from_slice(SPAN_MAGIC);
-    for n in [n_intern, n_frozen, n_code] {
+    for n in [n_frozen, n_code] {
         out.extend_from_slice(&(n as u32).to_le_bytes());
     }
     out.extend_from_slice(&objects.to_le_bytes());
@@ -63,7 +56,6 @@ pub fn encode_span_meta(
 pub struct SpanMeta<'a> {
     objects: u32,
     objects_end: u64,
-    interns: &'a [u8],
     frozen: &'a [u8],
     codes: &'a [u8],
 }
@@ -77,11 +69,10 @@ impl<'a> SpanMeta<'a> {
             return Err(bad("bad magic (written by another pycds version?)"));
         }
         let word = |i: usize| u32::from_le_bytes([meta[i], meta[i + 1], meta[i + 2], meta[i + 3]]);
-        let (ni, nf, nc) = (word(4) as usize, word(8) as usize, word(12) as usize);
-        let at = word(20) as usize;
-        let n = ni
-            .checked_add(nf)
-            .and_then(|n| n.checked_add(nc))
+        let (nf, nc) = (word(4) as usize, word(8) as usize);
+        let at = word(16) as usize;
+        let n = nf
+            .checked_add(nc)
             .and_then(|n| n.checked_mul(4))
             .ok_or(bad("counts overflow"))?;
         let end = at
@@ -95,25 +86,13 @@ impl<'a> SpanMeta<'a> {
         if span.get(end..).map_or(true, |p| p.iter().any(|&b| b != 0)) {
             return Err(bad("non-zero padding after the lists"));
         }
-        let (interns, rest) = lists.split_at(4 * ni);
-        let (frozen, codes) = rest.split_at(4 * nf);
+        let (frozen, codes) = lists.split_at(4 * nf);
         Ok(SpanMeta {
-            objects: word(16),
+            objects: word(12),
             objects_end: at as u64,
-            interns,
             frozen,
             codes,
         })
-    }
-
-    /// Span-relative offsets of strings to intern.
-    pub fn interns(&self) -> impl Iterator<Item = u32> + 'a {
-        words(self.interns)
-    }
-
-    /// Number of strings to intern.
-    pub fn intern_count(&self) -> usize {
-        self.interns.len() / 4
     }
 
     /// Span-relative offsets of frozenset slots.
@@ -195,15 +174,14 @@ mod tests {
 
     #[test]
     fn span_meta_round_trip() {
-        let lists = encode_span_lists(&[8, 64], &[24], &[0, 96]);
-        assert_eq!(lists.len(), lists_len(2, 1, 2));
+        let lists = encode_span_lists(&[24, 64], &[0, 96, 104]);
+        assert_eq!(lists.len(), lists_len(2, 3));
         let mut span = vec![0u8; 128];
         span.extend_from_slice(&lists);
-        let m = encode_span_meta(2, 1, 2, 7, 128);
+        let m = encode_span_meta(2, 3, 7, 128);
         let p = SpanMeta::parse(&m, &span).unwrap();
-        assert_eq!(p.interns().collect::<Vec<_>>(), vec![8, 64]);
-        assert_eq!(p.frozen().collect::<Vec<_>>(), vec![24]);
-        assert_eq!(p.codes().collect::<Vec<_>>(), vec![0, 96]);
+        assert_eq!(p.frozen().collect::<Vec<_>>(), vec![24, 64]);
+        assert_eq!(p.codes().collect::<Vec<_>>(), vec![0, 96, 104]);
         assert_eq!((p.objects(), p.objects_end()), (7, 128));
         for cut in 0..m.len() {
             assert!(SpanMeta::parse(&m[..cut], &span).is_err());
@@ -218,12 +196,12 @@ mod tests {
         *dirty.last_mut().unwrap() = 1;
         assert!(SpanMeta::parse(&m, &dirty).is_err());
         let mut bad = m.clone();
-        bad[12] = 9;
+        bad[8] = 9;
         assert!(SpanMeta::parse(&bad, &span).is_err());
         let mut old = m.clone();
-        old[3] = b'2';
+        old[3] = b'3';
         assert!(SpanMeta::parse(&old, &span).is_err());
-        let misaligned = encode_span_meta(2, 1, 2, 7, 124);
+        let misaligned = encode_span_meta(2, 3, 7, 124);
         assert!(SpanMeta::parse(&misaligned, &span[4..]).is_err());
     }
 

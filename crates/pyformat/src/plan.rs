@@ -8,40 +8,31 @@
 //! slots, not of object fields.
 //!
 //! What the planner still guarantees, on any input: every offset in the plan is inside the
-//! span and 8-aligned; every slot it returns is an internal slot of the span (or, for
-//! frozensets, a slot word), so the loader's writes stay on slot words of the span; every
-//! string to intern, tuple of frozenset members and code object starts with the archive's
-//! reference count and an `ob_type` external slot naming that type, and the fixed part of
-//! its layout lies inside the span; every root is such an object (a holder a 1-tuple).
+//! span and 8-aligned; every slot it returns is a slot word of the span, so the loader's
+//! writes stay on slot words of the span; every tuple of frozenset members and code object
+//! starts with the archive's reference count and an `ob_type` external slot naming that
+//! type, and the fixed part of its layout lies inside the span; every root is such an
+//! object (a holder a 1-tuple).
 //! What it does not verify is the rest of the objects' bytes.
 
 use pycds_arena::SpanView;
 
-use crate::check::{bad, group_frozen, group_intern_refs, Span, SpanPlan};
+use crate::check::{bad, group_frozen, Span, SpanPlan};
 use crate::error::PyFormatError;
 use crate::externs::{ExternKind, ExternTable, TypeTag};
 use crate::layout::Layout;
 use crate::meta::SpanMeta;
 
-/// Reusable planner (keeps its per-word scratch array between spans).
+/// The planner (stateless apart from its layout).
 #[derive(Debug)]
 pub struct Planner {
     layout: &'static Layout,
-    /// per word of the span: 1 + index of the interned string starting there, or 0;
-    /// all zero between calls
-    marks: Vec<u32>,
-    /// bitmap, one bit per word: where `marks` is not zero (a compact first filter)
-    marked: Vec<u64>,
 }
 
 impl Planner {
     /// A planner for `layout`.
     pub fn new(layout: &'static Layout) -> Planner {
-        Planner {
-            layout,
-            marks: Vec::new(),
-            marked: Vec::new(),
-        }
+        Planner { layout }
     }
 
     /// The fix-up plan of `view` from its metadata and slot bitmaps (see the module
@@ -56,7 +47,6 @@ impl Planner {
         let sp = Span::of(view);
         let l = self.layout;
         let start = sp.start;
-        let words = usize::try_from(sp.len / 8).map_err(|_| bad(start, "span too large"))?;
         let meta = SpanMeta::parse(view.meta(), view.bytes())?;
         // Objects (and so every offset of the lists) lie before the lists.
         let end = meta.objects_end();
@@ -108,11 +98,6 @@ impl Planner {
             }
             Ok(out)
         };
-        let interns = sorted(
-            &mut meta.interns(),
-            TypeTag::Str,
-            "intern list not sorted or not str objects",
-        )?;
         let codes = sorted(
             &mut meta.codes(),
             TypeTag::Code,
@@ -160,61 +145,6 @@ impl Planner {
             }
         }
 
-        // References to the strings to intern: every internal slot whose target is one.
-        if self.marks.len() < words {
-            self.marks.resize(words, 0);
-        }
-        let chunks = words.div_ceil(64);
-        self.marked.clear();
-        self.marked.resize(chunks, 0);
-        for (i, rel) in interns.iter().enumerate() {
-            let w = (rel / 8) as usize;
-            if let Some(m) = self.marks.get_mut(w) {
-                *m = i as u32 + 1;
-            }
-            if let Some(b) = self.marked.get_mut(w >> 6) {
-                *b |= 1 << (w & 63);
-            }
-        }
-        let mut counts = vec![0u32; interns.len()];
-        let mut redirect = Vec::new();
-        for c in 0..chunks {
-            let mut bits = Span::chunk(sp.internal, c);
-            while bits != 0 {
-                let w = 64 * c + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                // Internal targets were checked by the arena (inside the span or a
-                // dependency); only targets inside this span can be its strings.
-                let Ok(target) = sp.word(w) else { continue };
-                let rel = target.wrapping_sub(start);
-                if rel % 8 != 0 || rel >= sp.len {
-                    continue;
-                }
-                let tw = (rel / 8) as usize;
-                if self
-                    .marked
-                    .get(tw >> 6)
-                    .map_or(true, |b| b >> (tw & 63) & 1 == 0)
-                {
-                    continue;
-                }
-                if let Some(&m) = self.marks.get(tw) {
-                    if m != 0 {
-                        redirect.push((m - 1, sp.abs(8 * w)));
-                        if let Some(n) = counts.get_mut((m - 1) as usize) {
-                            *n += 1;
-                        }
-                    }
-                }
-            }
-        }
-        for rel in &interns {
-            if let Some(m) = self.marks.get_mut((rel / 8) as usize) {
-                *m = 0;
-            }
-        }
-        plan.interns = interns.iter().map(|r| (start + r, 0..0)).collect();
-        group_intern_refs(&mut plan, &counts, &redirect);
         Ok(plan)
     }
 }

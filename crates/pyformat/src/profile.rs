@@ -10,7 +10,7 @@ use crate::error::PyFormatError;
 use crate::layout::PyVersion;
 
 /// Name of the Python profile of the arena, first line of the archive metadata.
-pub const PROFILE_NAME: &str = "pycds-python/1";
+pub const PROFILE_NAME: &str = "pycds-python/2";
 
 /// Everything that must be identical between the dumping and the loading interpreter.
 #[derive(Debug, Clone, PartialEq, Eq)]

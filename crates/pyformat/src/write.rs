@@ -7,7 +7,7 @@ use std::path::Path;
 use pycds_arena::{ArenaBuilder, ExternId, SpanId};
 
 use crate::error::PyFormatError;
-use crate::externs::{ExternKind, TypeTag, SMALL_INT_MAX, SMALL_INT_MIN};
+use crate::externs::{interned_str_name, ExternKind, TypeTag, SMALL_INT_MAX, SMALL_INT_MIN};
 use crate::layout::{state, Layout, LONG_BITS_IN_DIGIT};
 use crate::meta::{encode_root_meta, encode_span_lists, encode_span_meta, RootKind};
 use crate::profile::{archive_meta, Fingerprint};
@@ -48,11 +48,10 @@ pub struct PyArchiveWriter {
 struct OpenSpan {
     id: SpanId,
     start: u64,
-    interns: Vec<u32>,
     frozen: Vec<u32>,
     codes: Vec<u32>,
     objects: u32,
-    strings: HashMap<(u8, bool, Vec<u8>), u64>,
+    strings: HashMap<(u8, Vec<u8>), u64>,
     bytes: HashMap<Vec<u8>, u64>,
 }
 
@@ -97,7 +96,6 @@ impl PyArchiveWriter {
         self.open = Some(OpenSpan {
             id,
             start,
-            interns: Vec::new(),
             frozen: Vec::new(),
             codes: Vec::new(),
             objects: 0,
@@ -109,21 +107,17 @@ impl PyArchiveWriter {
     /// Close the current span.
     pub fn end_span(&mut self) -> SpanId {
         let open = self.open.take().expect("no open span");
-        let mut interns = open.interns;
-        interns.sort_unstable();
-        interns.dedup();
         let mut frozen = open.frozen;
         frozen.sort_unstable();
         let mut codes = open.codes;
         codes.sort_unstable();
         // The lists end the span (read with it at load, not with the tables at open).
-        let lists = encode_span_lists(&interns, &frozen, &codes);
+        let lists = encode_span_lists(&frozen, &codes);
         let at = self.arena.alloc(lists.len(), 8);
         self.put(at, &lists);
         // (A span over 4 GiB cannot be described; the self-check before publishing refuses it.)
         let rel = u32::try_from(at - open.start).unwrap_or(u32::MAX);
         self.arena.end_span(&encode_span_meta(
-            interns.len(),
             frozen.len(),
             codes.len(),
             open.objects,
@@ -186,8 +180,9 @@ impl PyArchiveWriter {
         Ok(())
     }
 
-    /// A `str` object (or its runtime singleton). `intern`: CPython had it interned, so
-    /// the loader interns it again.
+    /// A `str` object (or its runtime singleton). `intern`: CPython had it interned; it
+    /// then becomes an extern ([`ExternKind::InternedChar`], [`ExternKind::InternedStr`]),
+    /// one per archive, which the loader creates and interns when a span first uses it.
     pub fn str_obj(&mut self, s: StrData<'_>, intern: bool) -> Result<ObjRef, PyFormatError> {
         let k = s.kind as usize;
         if !matches!(k, 1 | 2 | 4)
@@ -209,7 +204,11 @@ impl PyArchiveWriter {
                 ExternKind::Char(c)
             }));
         }
-        let key = (s.kind, intern, s.data.to_vec());
+        if intern {
+            let id = self.arena.extern_id(&interned_str_name(s.kind, s.data));
+            return Ok(ObjRef::External(id));
+        }
+        let key = (s.kind, s.data.to_vec());
         if let Some(&off) = self.open().strings.get(&key) {
             return Ok(ObjRef::Internal(off));
         }
@@ -240,10 +239,6 @@ impl PyArchiveWriter {
                 self.arena.set_internal(obj + wstr as u64, data);
                 self.put_u64(obj + wlen as u64, s.length as u64);
             }
-        }
-        if intern {
-            let rel = self.rel(obj)?;
-            self.open().interns.push(rel);
         }
         self.open().strings.insert(key, obj);
         Ok(ObjRef::Internal(obj))

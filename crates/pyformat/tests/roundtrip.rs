@@ -1,7 +1,7 @@
 //! Writer -> arena -> checker round trips without an interpreter, and the checker's
 //! behaviour on every single-bit corruption of a module's objects.
 
-use pycds_arena::{Archive, SpanId};
+use pycds_arena::{Archive, ExternId, SpanId};
 use pycds_pyformat::layout::CodeField;
 use pycds_pyformat::{
     Checker, ExternKind, ExternTable, Fingerprint, ObjRef, Planner, PyArchiveWriter, PyVersion,
@@ -148,23 +148,52 @@ fn writer_output_passes_the_checker_on_every_version() {
 }
 
 #[test]
-fn plan_lists_interned_strings_and_frozensets() {
+fn interned_strings_are_one_extern_per_archive_and_the_plan_lists_frozensets() {
     let v = PyVersion::V3_12;
     let bytes = sample(v);
     let a = Archive::from_bytes(&bytes).unwrap();
     let externs = ExternTable::from_archive(&a).unwrap();
+    // "spam" and the UCS-4 string were interned: each is an extern carrying its characters.
+    let istr: Vec<&[u8]> = (0..a.extern_count())
+        .filter(|&i| externs.kind(ExternId(i)) == Some(ExternKind::InternedStr))
+        .map(|i| a.extern_name(ExternId(i)).unwrap())
+        .collect();
+    assert_eq!(
+        istr,
+        vec![&b"istr1:spam"[..], b"istr4:\x00\xf6\x01\x00a\x00\x00\x00"]
+    );
     let root = a.find_root(b"mod").unwrap();
     let view = a.verify_span(root.span).unwrap();
+    // No str object of the span holds "spam": co_names, co_localsplusnames, co_name,
+    // co_qualname and the frozenset members tuple all refer to the extern.
+    assert!(!view.bytes().windows(4).any(|w| w == b"spam"));
     let plan = Checker::new(v.layout())
         .check_span(&view, &externs, &[(root.object, false)])
         .unwrap();
-    assert_eq!(plan.interns.len(), 2, "spam and the UCS-4 string");
-    // "spam" is referenced by co_names, co_localsplusnames, co_name, co_qualname and the
-    // frozenset members tuple.
-    let spam_refs = plan.interns.iter().map(|(_, r)| r.len()).max().unwrap();
-    assert_eq!(spam_refs, 5);
     assert_eq!(plan.frozen.len(), 1);
     assert_eq!(plan.codes.len(), 1);
+    // A second span interning "spam" again reuses the extern.
+    let mut w = PyArchiveWriter::new(v.layout(), &fingerprint(v), b"client");
+    w.begin_span();
+    let s = StrData {
+        kind: 1,
+        ascii: true,
+        length: 4,
+        data: b"spam",
+    };
+    let first = w.str_obj(s, true).unwrap();
+    w.add_root(b"a", first, b"").unwrap();
+    w.end_span();
+    w.begin_span();
+    let again = w.str_obj(s, true).unwrap();
+    w.add_root(b"b", again, b"").unwrap();
+    w.end_span();
+    assert!(matches!(first, ObjRef::External(_)));
+    assert_eq!(first, again);
+    // Not interned: an object of the span.
+    w.begin_span();
+    assert!(matches!(w.str_obj(s, false).unwrap(), ObjRef::Internal(_)));
+    w.end_span();
 }
 
 #[test]

@@ -13,7 +13,7 @@
 
 use std::ffi::{c_char, c_int};
 
-use pycds_pyformat::{ExternKind, Layout, TypeTag};
+use pycds_pyformat::{ExternKind, TypeTag};
 use pyo3::ffi;
 
 /// One entry of the compiled layout probe (`csrc/layout_probe.c`).
@@ -100,13 +100,13 @@ pub(crate) unsafe fn span_write(base: *mut u8, off: u64, value: u64) {
     unsafe { base.add(off as usize).cast::<u64>().write_unaligned(value) }
 }
 
-/// The address of the runtime object an extern stands for, as a new (leaked, owned by
-/// the archive forever) reference where the API returns one. Null on failure (with a
-/// Python exception set).
+/// The address of the runtime object an extern of `kind` named `name` stands for, as a
+/// new (leaked, owned by the archive forever) reference where the API returns one. Null
+/// on failure (with a Python exception set).
 ///
 /// # Safety
 /// The GIL is held.
-pub(crate) unsafe fn resolve_extern(kind: ExternKind) -> *mut ffi::PyObject {
+pub(crate) unsafe fn resolve_extern(kind: ExternKind, name: &[u8]) -> *mut ffi::PyObject {
     // SAFETY: all calls are documented CPython API functions called with
     // the GIL held; the statics are the interpreter's exported type objects and
     // singletons, alive for the life of the process.
@@ -136,6 +136,7 @@ pub(crate) unsafe fn resolve_extern(kind: ExternKind) -> *mut ffi::PyObject {
                 let c = b as c_char;
                 ffi::PyBytes_FromStringAndSize(&raw const c, 1)
             }
+            ExternKind::InternedStr => interned_str(name),
         }
     }
 }
@@ -159,33 +160,62 @@ pub(crate) fn frozenset_type() -> *mut ffi::PyTypeObject {
     &raw mut ffi::PyFrozenSet_Type
 }
 
-/// Intern the archived string at `s` in place; returns the canonical string (a new,
-/// leaked reference when it is another object).
-///
-/// When the archived string becomes the canonical one on 3.12+, its `interned` state is
-/// set to `SSTATE_INTERNED_IMMORTAL_STATIC` so that no finaliser ever tries to free it
-/// (see `cpython-layouts` §5.3).
+/// A new str with the characters of an [`ExternKind::InternedStr`] extern name, interned
+/// as marshal interns the strings it reads (`PyUnicode_InternInPlace`: the canonical
+/// object, which may be one interned before). Null with a Python exception set when the
+/// name is not canonical ([`pycds_pyformat::externs::parse_interned_str`]).
 ///
 /// # Safety
-/// GIL held; `s` is a str object of a loaded span, accepted by the checker, whose
-/// `ob_type` has been patched; the archive is never unmapped.
-pub(crate) unsafe fn intern(s: *mut ffi::PyObject, layout: &Layout) -> *mut ffi::PyObject {
-    let mut p = s;
-    // SAFETY: `p` is a valid str object (caller); PyUnicode_InternInPlace takes a
-    // pointer to a reference it may replace; our object is immortal (3.12+) or has a
-    // refcount of 2^40 (3.11), so the DECREF it may do never frees it.
-    unsafe { ffi::PyUnicode_InternInPlace(&raw mut p) };
-    if p == s && layout.version != pycds_pyformat::PyVersion::V3_11 {
-        let off = layout.str_.state;
-        // SAFETY: the state word is inside the object (checked layout); GIL held.
+/// The GIL is held.
+unsafe fn interned_str(name: &[u8]) -> *mut ffi::PyObject {
+    let Some((kind, data)) = pycds_pyformat::externs::parse_interned_str(name) else {
+        // SAFETY: GIL held (caller); both arguments are valid for the call.
         unsafe {
-            let st = s.cast::<u8>().add(off).cast::<u32>();
-            let v = st.read_unaligned();
-            st.write_unaligned(
-                (v & !pycds_pyformat::layout::state::INTERNED_MASK)
-                    | pycds_pyformat::layout::state::INTERNED_IMMORTAL_STATIC,
-            );
+            ffi::PyErr_SetString(
+                ffi::PyExc_ValueError,
+                c"pycds: malformed interned-string extern".as_ptr(),
+            )
+        };
+        return std::ptr::null_mut();
+    };
+    // Both branches: GIL held (caller); the buffer holds `len` code units of
+    // the given kind, each <= U+10FFFF (checked by `parse_interned_str`);
+    // PyUnicode_FromKindAndData copies them into a new str of the narrowest kind (for a
+    // canonical name: `kind`). PyUnicode_InternInPlace takes a pointer to our new
+    // reference and may replace it by the canonical one (dropping ours).
+    let mut p = if kind == 1 {
+        // Bytes need no alignment: straight from the name.
+        // SAFETY: see above; `data` holds `data.len()` UCS-1 code units.
+        unsafe {
+            ffi::PyUnicode_FromKindAndData(
+                ffi::PyUnicode_1BYTE_KIND as c_int,
+                data.as_ptr().cast(),
+                data.len() as ffi::Py_ssize_t,
+            )
         }
+    } else {
+        // Wider code units, copied to a buffer aligned for them (the name may not be).
+        let units: Vec<u32> = if kind == 2 {
+            data.chunks_exact(2)
+                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect()
+        } else {
+            data.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        // SAFETY: see above; `units` holds `units.len()` aligned UCS-4 code units.
+        unsafe {
+            ffi::PyUnicode_FromKindAndData(
+                ffi::PyUnicode_4BYTE_KIND as c_int,
+                units.as_ptr().cast(),
+                units.len() as ffi::Py_ssize_t,
+            )
+        }
+    };
+    if !p.is_null() {
+        // SAFETY: as above.
+        unsafe { ffi::PyUnicode_InternInPlace(&raw mut p) };
     }
     p
 }

@@ -5,8 +5,9 @@
 //! A root's span is loaded on first use: the arena verifies its checksum and slots,
 //! `pycds-pyformat` checks every object (or, for trusted archives, computes the fix-up
 //! plan from the span's metadata and slots), the arena relocates it and resolves the
-//! runtime singletons and type objects, then this module interns the strings CPython
-//! had interned, builds frozenset constants and assigns code versions (3.13).
+//! runtime singletons, type objects and interned strings (created and interned on first
+//! use, one per archive), then this module builds frozenset constants and assigns code
+//! versions (3.13).
 //!
 //! Unsafe code here is limited to calls of `crate::ffi` on spans the arena relocated and
 //! the checker or planner accepted; each call says which check makes it sound.
@@ -40,13 +41,13 @@ pub struct LoadStats {
     pub spans: AtomicU64,
     /// objects in them
     pub objects: AtomicU64,
-    /// strings interned
+    /// interned strings created (one per distinct string the loaded spans use)
     pub interned: AtomicU64,
     /// nanoseconds spent loading spans (all phases)
     pub nanos: AtomicU64,
     /// of which: the structural check of the span's objects
     pub check_nanos: AtomicU64,
-    /// of which: interning, frozensets and code versions after relocation
+    /// of which: frozensets and code versions after relocation
     pub fixup_nanos: AtomicU64,
 }
 
@@ -234,18 +235,20 @@ impl LoadedArchive {
                     .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 Ok(())
             };
-            let mut resolve =
-                |xid: pycds_arena::ExternId, _name: &[u8]| -> Result<u64, HookError> {
-                    let kind = externs.kind(xid).ok_or(HookError::Format(
-                        pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 },
-                    ))?;
-                    // SAFETY: GIL held (we have `py`).
-                    let p = unsafe { ffi::resolve_extern(kind) };
-                    if p.is_null() {
-                        return Err(PyErr::fetch(py).into());
-                    }
-                    Ok(p as u64)
-                };
+            let mut resolve = |xid: pycds_arena::ExternId, name: &[u8]| -> Result<u64, HookError> {
+                let kind = externs.kind(xid).ok_or(HookError::Format(
+                    pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 },
+                ))?;
+                if kind == ExternKind::InternedStr {
+                    stats.interned.fetch_add(1, Ordering::Relaxed);
+                }
+                // SAFETY: GIL held (we have `py`); `name` is the extern's name.
+                let p = unsafe { ffi::resolve_extern(kind, name) };
+                if p.is_null() {
+                    return Err(PyErr::fetch(py).into());
+                }
+                Ok(p as u64)
+            };
             self.arena
                 .load_span(id, &mut check, &mut resolve)
                 .map_err(|e| match e {
@@ -267,9 +270,6 @@ impl LoadedArchive {
         self.stats
             .objects
             .fetch_add(plan.objects as u64, Ordering::Relaxed);
-        self.stats
-            .interned
-            .fetch_add(plan.interns.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -277,29 +277,12 @@ impl LoadedArchive {
     fn apply(&self, py: Python<'_>, plan: &SpanPlan) -> HookResult<()> {
         let base = self.arena.base();
         let layout = self.rt.layout;
-        // 1. Interning, then redirecting references to canonical strings held elsewhere.
-        for (s, refs) in &plan.interns {
-            let sp = base.wrapping_add(*s as usize).cast::<pyffi::PyObject>();
-            // SAFETY: `s` starts a str object of this span (checker: the whole object;
-            // planner: its header and fixed part, the rest trusted like the archive's
-            // bytecode), relocated and with its ob_type patched (arena); GIL held; the
-            // arena is leaked.
-            let canon = unsafe { ffi::intern(sp, layout) };
-            if canon != sp {
-                for &slot in &plan.intern_refs[refs.clone()] {
-                    // SAFETY: each slot is an internal slot of this span referring to `s`
-                    // (checker/planner); nothing has been handed out yet. The reference returned
-                    // by interning is kept forever (never released).
-                    unsafe { ffi::span_write(base, slot, canon as u64) };
-                }
-            }
-        }
-        // 2. Frozenset constants.
+        // 1. Frozenset constants.
         for (members, refs) in &plan.frozen {
             let tuple = match members {
                 Some(m) => base.wrapping_add(*m as usize).cast::<pyffi::PyObject>(),
                 // SAFETY: GIL held.
-                None => unsafe { ffi::resolve_extern(ExternKind::EmptyTuple) },
+                None => unsafe { ffi::resolve_extern(ExternKind::EmptyTuple, b"tuple:") },
             };
             // SAFETY: `tuple` starts a tuple of this span (checker/planner, as for str
             // above), relocated, or the runtime's empty tuple; GIL held.
@@ -313,7 +296,7 @@ impl LoadedArchive {
                 unsafe { ffi::span_write(base, slot, fs as u64) };
             }
         }
-        // 3. Code versions (3.13): never reuse dump-time values; reserve fresh ones.
+        // 2. Code versions (3.13): never reuse dump-time values; reserve fresh ones.
         if let (Some(ctr), Some(field)) = (self.rt.version_counter, layout.code.version) {
             let n = u32::try_from(plan.codes.len()).unwrap_or(u32::MAX);
             // SAFETY: `ctr` passed the self-check at start-up; GIL held.
