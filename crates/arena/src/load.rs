@@ -19,10 +19,11 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use memmap2::{MmapMut, MmapOptions};
+use zerocopy::FromBytes;
 
 use crate::error::{ArenaError, ErrorKind};
 use crate::layout::{Header, HEADER_LEN, SECTION_ENTRY_LEN};
-use crate::read::{Archive, BitIter, SpanView};
+use crate::read::{for_each_slot, try_for_each_slot, Archive, SpanView};
 use crate::validate;
 use crate::write::{ExternId, SpanId};
 
@@ -684,23 +685,23 @@ impl LoadedArena {
         // longer alive), not yet published, disjoint from the tables and from other spans.
         let bytes: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
-        let word = |bytes: &[u8], i: u64| -> u64 {
-            let at = usize::try_from(i * 8).unwrap_or(usize::MAX);
-            bytes
-                .get(at..at.saturating_add(8))
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
+        // Word views (alignment 1, so the casts cannot fail; lengths are multiples of 8: spans
+        // by ARENA-TAB-002, bitmaps by ARENA-TAB-010, and `blen` is twice a bitmap's length).
+        let bad = || ArenaError::kind_only(ErrorKind::BadBitmap { span: sid });
+        let words = <[[u8; 8]]>::mut_from_bytes(bytes).map_err(|_| bad())?;
+        let internal = <[[u8; 8]]>::ref_from_bytes(internal).map_err(|_| bad())?;
+        let external = <[[u8; 8]]>::ref_from_bytes(external).map_err(|_| bad())?;
         // 1. Resolve every extern this span uses (before any write, so a failing resolver leaves
-        //    the bytes as they were).
-        for i in BitIter::new(external) {
-            let id = word(bytes, i);
+        //    the bytes as they were). Slot indices are inside the span (ARENA-SPAN-002, checked
+        //    by `check_span`); a missing word reads as id 0 below, never written.
+        try_for_each_slot(external, |i| -> Result<(), LoadError<E>> {
+            let id = words.get(i).map_or(0, |w| u64::from_le_bytes(*w));
             let cell = usize::try_from(id)
                 .ok()
                 .and_then(|x| self.externs.get(x))
                 .ok_or(ArenaError::kind_only(ErrorKind::BadExternId {
                     span: sid,
-                    slot: start as u64 + 8 * i,
+                    slot: start as u64 + 8 * i as u64,
                     id,
                 }))?;
             if cell.load(Ordering::Relaxed) == 0 {
@@ -714,27 +715,24 @@ impl LoadedArena {
                 }
                 cell.store(addr, Ordering::Relaxed);
             }
-        }
-        // 2. Write.
+            Ok(())
+        })?;
+        // 2. Write (addresses in native byte order: the words become pointers).
         let base = self.base.as_ptr() as usize as u64;
-        let put = |bytes: &mut [u8], i: u64, v: u64| {
-            let at = usize::try_from(i * 8).unwrap_or(usize::MAX);
-            if let Some(b) = bytes.get_mut(at..at.saturating_add(8)) {
-                b.copy_from_slice(&v.to_ne_bytes());
+        for_each_slot(internal, |i| {
+            if let Some(w) = words.get_mut(i) {
+                *w = base.wrapping_add(u64::from_le_bytes(*w)).to_ne_bytes();
             }
-        };
-        for i in BitIter::new(internal) {
-            let target = word(bytes, i);
-            put(bytes, i, base.wrapping_add(target));
-        }
-        for i in BitIter::new(external) {
-            let id = word(bytes, i);
-            let addr = usize::try_from(id)
-                .ok()
-                .and_then(|x| self.externs.get(x))
-                .map_or(0, |c| c.load(Ordering::Relaxed));
-            put(bytes, i, addr);
-        }
+        });
+        for_each_slot(external, |i| {
+            if let Some(w) = words.get_mut(i) {
+                let addr = usize::try_from(u64::from_le_bytes(*w))
+                    .ok()
+                    .and_then(|x| self.externs.get(x))
+                    .map_or(0, |c| c.load(Ordering::Relaxed));
+                *w = addr.to_ne_bytes();
+            }
+        });
         Ok(())
     }
 

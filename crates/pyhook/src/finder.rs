@@ -103,12 +103,13 @@ impl Finder {
         abs.extract::<PathBuf>().ok()
     }
 
-    /// Run `f` on the listing of directory `dir` (listed on first use).
-    fn with_listing<R>(&self, dir: &Path, f: impl FnOnce(&Listing) -> R) -> R {
-        let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
-        f(listings
-            .entry(dir.to_owned())
-            .or_insert_with(|| list_dir(dir)))
+    /// The listing of directory `dir` in `listings` (listed on first use).
+    fn listing<'m>(listings: &'m mut HashMap<PathBuf, Listing>, dir: &Path) -> &'m Listing {
+        if !listings.contains_key(dir) {
+            listings.insert(dir.to_owned(), list_dir(dir));
+        }
+        // Present: inserted just above if it was not.
+        listings.get(dir).unwrap_or(&Listing::Missing)
     }
 
     /// The file `FileFinder.find_spec` would import for module `tail` from directory `dir`
@@ -125,38 +126,41 @@ impl Finder {
     ) -> Result<Option<PathBuf>, ()> {
         let exists = |p: &Path| Some(p) == known || p.is_file();
         let mut buf = Vec::with_capacity(tail.len() + 40);
-        let has_dir = self.with_listing(dir, |l| match l {
-            Listing::Dir(names) => Ok(names.contains(tail)),
-            Listing::Missing => Ok(false),
-            Listing::Other => Err(()),
-        })?;
+        // One lock and at most two directory lookups per call (this runs for every search-path
+        // entry of every import).
+        let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        let has_dir = match Self::listing(&mut listings, dir) {
+            Listing::Dir(names) => names.contains(tail),
+            Listing::Missing => false,
+            Listing::Other => return Err(()),
+        };
         if has_dir {
             let pkg = dir.join(OsStr::from_bytes(tail));
-            for s in &self.suffixes {
-                buf.clear();
-                buf.extend_from_slice(b"__init__");
-                buf.extend_from_slice(s);
-                let listed = self.with_listing(&pkg, |l| match l {
-                    Listing::Dir(names) => names.contains(&buf[..]),
-                    _ => false,
-                });
-                let init = pkg.join(OsStr::from_bytes(&buf));
-                if listed && exists(&init) {
-                    return Ok(Some(init));
+            if let Listing::Dir(names) = Self::listing(&mut listings, &pkg) {
+                for s in &self.suffixes {
+                    buf.clear();
+                    buf.extend_from_slice(b"__init__");
+                    buf.extend_from_slice(s);
+                    if names.contains(&buf[..]) {
+                        let init = pkg.join(OsStr::from_bytes(&buf));
+                        if exists(&init) {
+                            return Ok(Some(init));
+                        }
+                    }
                 }
             }
         }
-        for s in &self.suffixes {
-            buf.clear();
-            buf.extend_from_slice(tail);
-            buf.extend_from_slice(s);
-            let listed = self.with_listing(dir, |l| match l {
-                Listing::Dir(names) => names.contains(&buf[..]),
-                _ => false,
-            });
-            let file = dir.join(OsStr::from_bytes(&buf));
-            if listed && exists(&file) {
-                return Ok(Some(file));
+        if let Listing::Dir(names) = Self::listing(&mut listings, dir) {
+            for s in &self.suffixes {
+                buf.clear();
+                buf.extend_from_slice(tail);
+                buf.extend_from_slice(s);
+                if names.contains(&buf[..]) {
+                    let file = dir.join(OsStr::from_bytes(&buf));
+                    if exists(&file) {
+                        return Ok(Some(file));
+                    }
+                }
             }
         }
         Ok(None)
