@@ -41,9 +41,10 @@ pub enum LoadStrategy {
     Map,
     /// Reserve anonymous private memory for the whole file (untouched pages cost nothing), read
     /// header and tables at open, except the BITMAPS section (2 bits per heap word), and `pread`
-    /// each span's heap bytes and bitmap pair into place on first use, before checking the span
-    /// CRC (which covers both). A file truncated or rewritten in place later yields an I/O or
-    /// checksum error, never a fault.
+    /// each span's heap bytes into place on first use (and its bitmap pair into a buffer of the
+    /// process heap, dropped once the span is relocated, so BITMAPS never becomes resident),
+    /// before checking the span CRC (which covers both). A file truncated or rewritten in place
+    /// later yields an I/O or checksum error, never a fault.
     Read,
 }
 
@@ -121,10 +122,10 @@ pub struct LoadedArena {
     //   section (the `hole` of `finish`: `archive.bitmaps` is `None`, or BITMAPS is empty); this
     //   crate never writes the tables region outside BITMAPS after construction (clients may only
     //   write inside loaded spans);
-    // - `states[i]` is the state of span i; heap bytes of span i, and (Read strategy) its bitmap
-    //   pair in BITMAPS, are written by this crate only while it is LOADING, by the thread holding
-    //   `lock`; once LOADED (Release) they are never touched again by this crate. Bitmap pairs of
-    //   different spans are disjoint (ARENA-TAB-010), as are their heap ranges (ARENA-TAB-002);
+    // - `states[i]` is the state of span i; heap bytes of span i are written by this crate only
+    //   while it is LOADING, by the thread holding `lock`; once LOADED (Release) they are never
+    //   touched again by this crate. Heap ranges of spans are disjoint (ARENA-TAB-002). BITMAPS
+    //   is never written (the Read strategy reads bitmap pairs into buffers of its own);
     // - `externs[i]` is 0 or the non-zero address resolved for extern i (written under `lock`).
     archive: Archive<'static>,
     states: Box<[AtomicU8]>,
@@ -224,6 +225,11 @@ impl Drop for ActiveGuard {
 struct Pending<'a> {
     states: &'a [AtomicU8],
     stack: Vec<(u32, usize)>,
+    /// The slot bitmap pair of each span on `stack`, same order, for the Read strategy: read
+    /// into the process heap for verification and relocation and dropped after it, so the
+    /// mapping's BITMAPS section is never touched (never resident, per process). Empty
+    /// for the Map strategy, whose bitmaps are read in place (shared page cache).
+    bitmaps: Vec<Vec<u8>>,
 }
 
 impl Drop for Pending<'_> {
@@ -484,8 +490,8 @@ impl LoadedArena {
     /// not return 0. Idempotent: `Ok` at once if already loaded; after any failure the span (and
     /// every span that was being loaded with it) fails forever with [`ErrorKind::SpanFailed`].
     /// Loads are serialized per arena; callbacks must not call `load_span` on the same arena for
-    /// a span that is not yet loaded ([`ErrorKind::Reentrant`]). Allocates O(1) per call, nothing
-    /// per object.
+    /// a span that is not yet loaded ([`ErrorKind::Reentrant`]). Allocates O(1) per span loaded
+    /// (with [`LoadStrategy::Read`], a buffer for its slot bitmaps), nothing per object.
     // The callback types are spelled out so the signature matches the API contract.
     #[allow(clippy::type_complexity)]
     pub fn load_span<E>(
@@ -529,6 +535,7 @@ impl LoadedArena {
         let mut pending = Pending {
             states: &self.states,
             stack: Vec::new(),
+            bitmaps: Vec::new(),
         };
         if !self.begin(id.0, &mut pending, check)? {
             return Ok(());
@@ -543,7 +550,8 @@ impl LoadedArena {
                 top.1 += 1;
                 self.begin(dep.0, &mut pending, check)?;
             } else {
-                self.relocate(sid, resolve)?;
+                let read = pending.bitmaps.pop();
+                self.relocate(sid, read.as_deref(), resolve)?;
                 if let Some(s) = self.states.get(sid as usize) {
                     s.store(LOADED, Ordering::Release);
                 }
@@ -631,32 +639,29 @@ impl LoadedArena {
         let bytes: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
         let (bstart, blen) = self.bitmaps_range(sid)?;
-        if let Source::Read(file) = &self.source {
+        let mut read = Vec::new();
+        let bitmaps: &[u8] = if let Source::Read(file) = &self.source {
             file.read_exact_at(bytes, start as u64)
                 .map_err(ArenaError::from)?;
-            // SAFETY: creating `&mut [u8]` over `[bstart, bstart + blen)` of the mapping requires:
-            // - in bounds of one live allocation: `bitmaps_range` checked `bstart + blen <=
-            //   mem.len()`; `base` points to byte 0 of `mem`, which lives as long as `self`;
-            // - initialized: mapped memory always is;
-            // - no other reference or access while it lives (until `read_exact_at` returns): the
-            //   range lies inside BITMAPS (`bitmaps_range`), which `archive` does not view
-            //   (checked in `finish`) and which is disjoint from the heap (so from `bytes`);
-            //   bitmap pairs of different spans are disjoint (ARENA-TAB-010), and this crate
-            //   accesses span `sid`'s pair only here and in `relocate`, while `sid` is LOADING,
-            //   under `lock`, sequentially; clients never access BITMAPS (contract on `base()`).
-            let bitmaps: &mut [u8] =
-                unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(bstart), blen) };
-            file.read_exact_at(bitmaps, bstart as u64)
+            read.resize(blen, 0);
+            file.read_exact_at(&mut read, bstart as u64)
                 .map_err(ArenaError::from)?;
-        }
-        // SAFETY: a shared `&[u8]` over the same range as above: in bounds and initialized (as
-        // above); not mutated while it lives (it is dropped before `begin` returns, with `view`):
-        // the only write to these bytes, the `read_exact_at` just above, is over.
-        let bitmaps: &[u8] = unsafe {
-            core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+            &read
+        } else {
+            // SAFETY: a shared `&[u8]` over `[bstart, bstart + blen)` of the mapping: in bounds
+            // of `mem` (`bitmaps_range` checked `bstart + blen <= mem.len()`; `base` points to
+            // byte 0 of `mem`, which lives as long as `self`), initialized (mapped memory
+            // always is), and never mutated: with the Map strategy nothing writes to BITMAPS,
+            // which `archive` does not view and which is disjoint from the heap.
+            unsafe {
+                core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+            }
         };
         let view = self.archive.check_span(SpanId(sid), bytes, bitmaps)?;
         check(&view).map_err(LoadError::Client)?;
+        if let Source::Read(_) = &self.source {
+            pending.bitmaps.push(read);
+        }
         Ok(true)
     }
 
@@ -667,15 +672,21 @@ impl LoadedArena {
     fn relocate<E>(
         &self,
         sid: u32,
+        read: Option<&[u8]>,
         resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
     ) -> Result<(), LoadError<E>> {
         let (bstart, blen) = self.bitmaps_range(sid)?;
-        // SAFETY: a shared `&[u8]` over span `sid`'s bitmap pair: in bounds of `mem` and
-        // initialized (checked by `bitmaps_range`, as in `begin`); not mutated while it lives:
-        // the pair is written only by `begin` for `sid` (Read strategy), which is over, and lies
-        // in BITMAPS, disjoint from the heap bytes written below and from other spans' pairs.
-        let pair: &[u8] = unsafe {
-            core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+        let pair: &[u8] = match read {
+            // Read strategy: the pair `begin` read for this span (verified with it).
+            Some(p) if p.len() == blen => p,
+            Some(_) => return Err(ArenaError::kind_only(ErrorKind::BadBitmap { span: sid }).into()),
+            // SAFETY: a shared `&[u8]` over span `sid`'s bitmap pair in the mapping (Map
+            // strategy): in bounds of `mem` and initialized (checked by `bitmaps_range`, as in
+            // `begin`); never mutated (nothing writes to BITMAPS with the Map strategy, and it
+            // is disjoint from the heap bytes written below).
+            None => unsafe {
+                core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
+            },
         };
         let (internal, external) = pair.split_at(blen / 2);
         let (start, len) = self.span_range(sid)?;
