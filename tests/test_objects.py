@@ -1180,7 +1180,7 @@ def test_constants(tmp_path, strategy):
 
 
 # =======================================================================================
-# 3. Clean interpreter shutdown, archived strings as the canonical interned strings
+# 3. Clean interpreter shutdown; names from the archive are the canonical interned strings
 # =======================================================================================
 
 
@@ -1189,6 +1189,8 @@ def _unique_name_source(n_names):
     lines = ["zq_unique_name_123_%s = 41" % tag, "zq_unique_name_123_%s += 1" % tag]
     lines += ["def zq_func_name_456_%s(zq_param_789_%s):" % (tag, tag), "    return zq_param_789_%s + zq_unique_name_123_%s" % (tag, tag)]
     lines += ["zq_many_%s_%d = %d" % (tag, i, i) for i in range(n_names)]
+    # A constant CPython does not intern (not identifier-like): an object of the span.
+    lines += ["zq_text = 'zq text-%s'" % tag]
     return "\n".join(lines) + "\n", tag
 
 
@@ -1198,8 +1200,9 @@ import pycds
 archive, tag, n_names = sys.argv[1], sys.argv[2], int(sys.argv[3])
 a = pycds.load(archive)
 code = a["mod"]
-# Nothing in this process has seen these names before: the archived strings must be
-# the canonical interned ones (sys.intern of an equal, freshly built string returns them).
+# Nothing in this process has seen these names before: the strings the archive gives (created
+# and interned when its span loaded, one per archive) must be the canonical interned ones
+# (sys.intern of an equal, freshly built string returns them).
 name = "".join(["zq_unique_name_123_", tag])
 archived = [n for n in code.co_names if n == name][0]
 assert archived is not name
@@ -1217,6 +1220,15 @@ assert len(many) == n_names
 for i, n in enumerate(many):
     assert sys.intern("zq_many_%s_%d" % (tag, i)) is n
     assert g[n] == i
+if sys.argv[4] == "runtime-intern":
+    # The program interns a string that is an object of the archive (setattr and sys.intern
+    # do): it becomes interned in place, and shutdown must not try to free it.
+    text = g["zq_text"]
+    assert text == "zq text-" + tag
+    class O:
+        pass
+    setattr(O, text, 1)
+    assert sys.intern(text) is text and getattr(O, "".join(["zq text-", tag])) == 1
 if sys.argv[4] == "drop":
     # Only the interned-strings table (and the archive) refer to them at shutdown.
     del g, code, func, archived, param, many, n
@@ -1227,16 +1239,16 @@ if sys.argv[4] == "drop":
 
 @pytest.mark.parametrize(
     "variant",
-    ["plain", "drop", "many", "dev-mode", "pymalloc-debug", "map"],
+    ["plain", "drop", "many", "dev-mode", "pymalloc-debug", "map", "runtime-intern"],
 )
-def test_archived_strings_become_canonical_interned(tmp_path, variant):
+def test_archived_names_are_the_canonical_interned_strings(tmp_path, variant):
     n_names = 3000 if variant == "many" else 3
     source, tag = _unique_name_source(n_names)
     archive, _ = save_module(tmp_path, source)
     env, args = {}, ()
     if variant == "dev-mode":
         args = ("-X", "dev")
-    elif variant == "pymalloc-debug":
+    elif variant in ("pymalloc-debug", "runtime-intern"):
         env["PYTHONMALLOC"] = "debug"
     elif variant == "map":
         env["PYCDS_LOAD"] = "map"
@@ -1245,7 +1257,7 @@ def test_archived_strings_become_canonical_interned(tmp_path, variant):
         archive,
         tag,
         n_names,
-        "drop" if variant in ("drop", "many") else "keep",
+        {"drop": "drop", "many": "drop", "runtime-intern": "runtime-intern"}.get(variant, "keep"),
         env=env,
         python_args=args,
         script_dir=tmp_path,

@@ -140,8 +140,8 @@ pub struct LoadedArena {
 // - `base` points into `mem` (an `MmapMut`, itself `Send + Sync`) owned by the same value, so
 //   sending the arena to another thread sends the memory with it (INVARIANTS on the struct);
 // - all writes this crate performs through `base` happen in `load_span` while holding `lock`, on
-//   a span in state LOADING that no other thread reads (its heap bytes and, Read strategy, its
-//   bitmap pair, which `archive` does not view), and are published with a Release store of
+//   a span in state LOADING that no other thread reads (its heap bytes; bitmap pairs are never
+//   written: the Read strategy reads them into heap buffers), and are published with a Release store of
 //   LOADED that readers observe with Acquire (`is_loaded`, `load_span` fast path); the tables
 //   region referenced by `archive` is never written by this crate;
 // - concurrent mutation of loaded objects by clients goes through raw pointers they derive from
@@ -220,21 +220,28 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// The spans being loaded (DFS stack of `(span, next dependency index)`); on drop (error or
-/// unwinding from a panicking callback) every span still on it is marked FAILED.
+/// A span being loaded.
+struct Loading {
+    span: u32,
+    /// Index of the next dependency to load.
+    next_dep: usize,
+    /// Read strategy: the span's slot bitmap pair, read into the process heap by `begin` for
+    /// verification and relocation and dropped with this entry, so the mapping's BITMAPS
+    /// section is never touched (never resident, per process). `None` with the Map and
+    /// Memory sources, whose bitmaps are read in place.
+    bitmaps: Option<Vec<u8>>,
+}
+
+/// The spans being loaded (DFS stack); on drop (error or unwinding from a panicking callback)
+/// every span still on it is marked FAILED.
 struct Pending<'a> {
     states: &'a [AtomicU8],
-    stack: Vec<(u32, usize)>,
-    /// The slot bitmap pair of each span on `stack`, same order, for the Read strategy: read
-    /// into the process heap for verification and relocation and dropped after it, so the
-    /// mapping's BITMAPS section is never touched (never resident, per process). Empty
-    /// for the Map strategy, whose bitmaps are read in place (shared page cache).
-    bitmaps: Vec<Vec<u8>>,
+    stack: Vec<Loading>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        for &(id, _) in &self.stack {
+        for &Loading { span: id, .. } in &self.stack {
             if let Some(s) = self.states.get(id as usize) {
                 s.store(FAILED, Ordering::Release);
             }
@@ -367,8 +374,9 @@ impl LoadedArena {
     }
 
     /// Validates the tables in `mem` except the BITMAPS section, which is at `hole` (file offset,
-    /// length; from [`validate::bitmaps_section`]): the archive never views BITMAPS, so that span
-    /// bitmaps can be read into place (Read strategy) when their span loads.
+    /// length; from [`validate::bitmaps_section`]): the archive never views BITMAPS (the Read
+    /// strategy never reads it into `mem` at all: span bitmaps go to heap buffers when their
+    /// span loads).
     fn finish(
         mem: MmapMut,
         base: NonNull<u8>,
@@ -403,10 +411,10 @@ impl LoadedArena {
         //   (`head <= tail_from <= tl`, `ts + tl == mem.len()`, and `mem` is a successful mapping
         //   of that length);
         // - the bytes are initialized: mapped memory is always initialized (file bytes or zeros);
-        // - no mutation while the references live: this crate never writes the tables region
-        //   outside the hole (it writes only span heap bytes, which lie before `tables_start` by
-        //   ARENA-LAY-003, and span bitmaps, inside the BITMAPS section, which is the hole: checked
-        //   below), and clients may only write inside loaded spans (contract on `base()`);
+        // - no mutation while the references live: this crate never writes the tables region (it
+        //   writes only span heap bytes, which lie before `tables_start` by ARENA-LAY-003, and the
+        //   Read strategy's open, which reads the tables around the hole before this call), and
+        //   clients may only write inside loaded spans (contract on `base()`);
         // - the memory outlives the references: `mem` is moved into the returned `LoadedArena`
         //   and unmapped only when it is dropped; the `'static` references are only exposed with
         //   lifetimes bounded by `&self` (`archive()` returns `&Archive<'_>`).
@@ -426,7 +434,8 @@ impl LoadedArena {
         };
         let archive = validate::validate_tables(header, tables, None)?;
         // `validate_tables` leaves `bitmaps` at `None` exactly when BITMAPS is the hole; any other
-        // outcome means the references above may cover BITMAPS, which `begin` writes.
+        // outcome means the references above may cover BITMAPS, which the Read strategy never
+        // fills (its zeros are not the file's bitmaps).
         if archive.bitmaps.is_some_and(|b| !b.is_empty()) {
             return Err(bad_hole());
         }
@@ -535,23 +544,21 @@ impl LoadedArena {
         let mut pending = Pending {
             states: &self.states,
             stack: Vec::new(),
-            bitmaps: Vec::new(),
         };
         if !self.begin(id.0, &mut pending, check)? {
             return Ok(());
         }
         while let Some(top) = pending.stack.last_mut() {
-            let (sid, next) = *top;
+            let (sid, next) = (top.span, top.next_dep);
             let entry = self
                 .archive
                 .span_entry(SpanId(sid))
                 .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
             if let Some(dep) = self.archive.span_deps(entry).get(next) {
-                top.1 += 1;
+                top.next_dep += 1;
                 self.begin(dep.0, &mut pending, check)?;
             } else {
-                let read = pending.bitmaps.pop();
-                self.relocate(sid, read.as_deref(), resolve)?;
+                self.relocate(sid, top.bitmaps.as_deref(), resolve)?;
                 if let Some(s) = self.states.get(sid as usize) {
                     s.store(LOADED, Ordering::Release);
                 }
@@ -625,7 +632,11 @@ impl LoadedArena {
             _ => return Err(ArenaError::kind_only(ErrorKind::SpanFailed { span: sid }).into()),
         }
         state.store(LOADING, Ordering::Relaxed);
-        pending.stack.push((sid, 0));
+        pending.stack.push(Loading {
+            span: sid,
+            next_dep: 0,
+            bitmaps: None,
+        });
         let (start, len) = self.span_range(sid)?;
         // SAFETY: creating `&mut [u8]` over `[start, start + len)` of the mapping requires:
         // - in bounds of one live allocation: `span_range` checked `start + len <= mem.len()`,
@@ -651,16 +662,17 @@ impl LoadedArena {
             // SAFETY: a shared `&[u8]` over `[bstart, bstart + blen)` of the mapping: in bounds
             // of `mem` (`bitmaps_range` checked `bstart + blen <= mem.len()`; `base` points to
             // byte 0 of `mem`, which lives as long as `self`), initialized (mapped memory
-            // always is), and never mutated: with the Map strategy nothing writes to BITMAPS,
-            // which `archive` does not view and which is disjoint from the heap.
+            // always is), and never mutated: this crate never writes BITMAPS (Map and Memory
+            // sources: the file's bytes; disjoint from the heap, the only region it writes)
+            // and clients may only write inside loaded spans (contract on `base()`).
             unsafe {
                 core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
             }
         };
         let view = self.archive.check_span(SpanId(sid), bytes, bitmaps)?;
         check(&view).map_err(LoadError::Client)?;
-        if let Source::Read(_) = &self.source {
-            pending.bitmaps.push(read);
+        if let (Source::Read(_), Some(top)) = (&self.source, pending.stack.last_mut()) {
+            top.bitmaps = Some(read);
         }
         Ok(true)
     }
@@ -676,15 +688,18 @@ impl LoadedArena {
         resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
     ) -> Result<(), LoadError<E>> {
         let (bstart, blen) = self.bitmaps_range(sid)?;
-        let pair: &[u8] = match read {
+        let pair: &[u8] = match (read, &self.source) {
             // Read strategy: the pair `begin` read for this span (verified with it).
-            Some(p) if p.len() == blen => p,
-            Some(_) => return Err(ArenaError::kind_only(ErrorKind::BadBitmap { span: sid }).into()),
-            // SAFETY: a shared `&[u8]` over span `sid`'s bitmap pair in the mapping (Map
-            // strategy): in bounds of `mem` and initialized (checked by `bitmaps_range`, as in
-            // `begin`); never mutated (nothing writes to BITMAPS with the Map strategy, and it
-            // is disjoint from the heap bytes written below).
-            None => unsafe {
+            (Some(p), Source::Read(_)) if p.len() == blen => p,
+            (_, Source::Read(_)) | (Some(_), _) => {
+                return Err(ArenaError::kind_only(ErrorKind::BadBitmap { span: sid }).into())
+            }
+            // SAFETY: a shared `&[u8]` over span `sid`'s bitmap pair in the mapping (Map and
+            // Memory sources): in bounds of `mem` and initialized (checked by `bitmaps_range`, as
+            // in `begin`); never mutated: this crate never writes BITMAPS (disjoint from the heap
+            // bytes written below) and clients may only write inside loaded spans (contract on
+            // `base()`).
+            (None, _) => unsafe {
                 core::slice::from_raw_parts(self.base.as_ptr().add(bstart).cast_const(), blen)
             },
         };

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{fake_addr, read_word, sample, sample_builder};
+use common::{fake_addr, read_bytes, read_word, sample, sample_builder};
 use pycds_arena::{ArenaError, ErrorKind, LoadError, LoadStrategy, LoadedArena, SpanId};
 
 fn dir_names(dir: &Path) -> Vec<String> {
@@ -137,6 +137,17 @@ fn both_strategies_load_from_disk() {
         }
         for &(slot, name) in &s.external {
             assert_eq!(read_word(&arena, slot), fake_addr(name), "{strategy:?}");
+        }
+        // Span 2 and its dependencies are loaded. The Read strategy verified and relocated
+        // them with bitmaps read into buffers of its own: the mapping's copy of BITMAPS was
+        // never written (so never became resident); the Map strategy sees the file's bytes.
+        let at = span0_bitmaps_offset(&s.bytes);
+        let in_file = &s.bytes[at as usize..at as usize + 8];
+        assert_ne!(in_file, [0; 8]);
+        let in_mapping = read_bytes(&arena, at, 8);
+        match strategy {
+            LoadStrategy::Read => assert_eq!(in_mapping, [0; 8]),
+            _ => assert_eq!(in_mapping, in_file),
         }
     }
 }

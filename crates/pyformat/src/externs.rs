@@ -111,7 +111,8 @@ const ISTR: &[u8] = b"istr";
 pub fn interned_str_name(kind: u8, data: &[u8]) -> Vec<u8> {
     let mut name = Vec::with_capacity(data.len() + 6);
     name.extend_from_slice(ISTR);
-    name.push(b'0' + kind);
+    // (Any other kind gives a name `parse_interned_str` refuses.)
+    name.push(b'0'.wrapping_add(kind));
     name.push(b':');
     name.extend_from_slice(data);
     name
@@ -254,17 +255,41 @@ pub struct ExternTable {
 }
 
 impl ExternTable {
-    /// Decode every extern of `archive`; an unknown name makes the archive unusable.
+    /// Decode every extern of `archive`; an unknown name makes the archive unusable. This
+    /// runs at every open, so an `istr` name (one per distinct interned string: most of the
+    /// externs of a large archive) is only classified by its prefix here; its characters are
+    /// checked ([`parse_interned_str`]) when it is resolved, so a malformed one fails the
+    /// spans that use it, and by [`ExternTable::check_interned_names`].
     pub fn from_archive(archive: &Archive<'_>) -> Result<ExternTable, PyFormatError> {
         let n = archive.extern_count();
         let mut kinds = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let name = archive
-                .extern_name(ExternId(i))
-                .ok_or(PyFormatError::UnknownExtern { id: i })?;
-            kinds.push(ExternKind::parse(name).ok_or(PyFormatError::UnknownExtern { id: i })?);
+            let unknown = || PyFormatError::UnknownExtern { id: i };
+            let name = archive.extern_name(ExternId(i)).ok_or_else(unknown)?;
+            kinds.push(if name.starts_with(ISTR) {
+                ExternKind::InternedStr
+            } else {
+                ExternKind::parse(name).ok_or_else(unknown)?
+            });
         }
         Ok(ExternTable { kinds })
+    }
+
+    /// Check the characters of every [`ExternKind::InternedStr`] name of `archive` (the table
+    /// made from it), as resolving them would (for a full verification of an archive).
+    pub fn check_interned_names(&self, archive: &Archive<'_>) -> Result<(), PyFormatError> {
+        for (i, k) in self.kinds.iter().enumerate() {
+            let id = u32::try_from(i).unwrap_or(u32::MAX);
+            if *k == ExternKind::InternedStr
+                && archive
+                    .extern_name(ExternId(id))
+                    .and_then(parse_interned_str)
+                    .is_none()
+            {
+                return Err(PyFormatError::UnknownExtern { id });
+            }
+        }
+        Ok(())
     }
 
     /// What `id` stands for.

@@ -7,7 +7,9 @@ use std::path::Path;
 use pycds_arena::{ArenaBuilder, ExternId, SpanId};
 
 use crate::error::PyFormatError;
-use crate::externs::{interned_str_name, ExternKind, TypeTag, SMALL_INT_MAX, SMALL_INT_MIN};
+use crate::externs::{
+    interned_str_name, parse_interned_str, ExternKind, TypeTag, SMALL_INT_MAX, SMALL_INT_MIN,
+};
 use crate::layout::{state, Layout, LONG_BITS_IN_DIGIT};
 use crate::meta::{encode_root_meta, encode_span_lists, encode_span_meta, RootKind};
 use crate::profile::{archive_meta, Fingerprint};
@@ -77,8 +79,14 @@ impl PyArchiveWriter {
         self.layout
     }
 
-    /// A runtime object reference.
+    /// A runtime object reference. Not for [`ExternKind::InternedStr`], whose name carries the
+    /// string: [`PyArchiveWriter::str_obj`] makes those (given it here, the archive would fail
+    /// its self-check).
     pub fn external(&mut self, kind: ExternKind) -> ObjRef {
+        debug_assert!(
+            kind != ExternKind::InternedStr,
+            "use str_obj for interned strings"
+        );
         let arena = &mut self.arena;
         let id = *self
             .externs
@@ -205,7 +213,15 @@ impl PyArchiveWriter {
             }));
         }
         if intern {
-            let id = self.arena.extern_id(&interned_str_name(s.kind, s.data));
+            let name = interned_str_name(s.kind, s.data);
+            // Not the narrowest kind for its characters (never made by CPython): refused here,
+            // for its module alone, rather than by the whole archive at load.
+            if parse_interned_str(&name).is_none() {
+                return Err(PyFormatError::Unsupported {
+                    what: "str not in its canonical (narrowest) representation".into(),
+                });
+            }
+            let id = self.arena.extern_id(&name);
             return Ok(ObjRef::External(id));
         }
         let key = (s.kind, s.data.to_vec());

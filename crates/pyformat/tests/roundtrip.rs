@@ -218,3 +218,35 @@ fn every_bit_flip_in_a_span_is_refused_without_panicking() {
         }
     }
 }
+
+#[test]
+fn a_malformed_interned_string_name_is_classified_at_open_and_refused_when_checked() {
+    // Open classifies `istr` names by prefix only (they are most of a large archive's
+    // externs); their characters are checked when resolved, and by the full check.
+    let mut b = pycds_arena::ArenaBuilder::new([0; 32]);
+    b.begin_span(&[]);
+    let at = b.alloc(8, 8);
+    let good = b.extern_id(b"istr1:ab");
+    let bad = b.extern_id(b"istr1:a"); // one latin-1 character: canonically `ichar:61`
+    b.set_external(at, bad);
+    b.end_span(&[]);
+    let bytes = b.finish().unwrap();
+    let a = Archive::from_bytes(&bytes).unwrap();
+    let t = ExternTable::from_archive(&a).unwrap();
+    assert_eq!(t.kind(good), Some(ExternKind::InternedStr));
+    assert_eq!(t.kind(bad), Some(ExternKind::InternedStr));
+    assert_eq!(
+        pycds_pyformat::externs::parse_interned_str(a.extern_name(bad).unwrap()),
+        None
+    );
+    assert!(t.check_interned_names(&a).is_err());
+    // Any other unknown name still makes the whole archive unusable at open.
+    let mut b = pycds_arena::ArenaBuilder::new([0; 32]);
+    b.begin_span(&[]);
+    let at = b.alloc(8, 8);
+    let id = b.extern_id(b"list:");
+    b.set_external(at, id);
+    b.end_span(&[]);
+    let bytes = b.finish().unwrap();
+    assert!(ExternTable::from_archive(&Archive::from_bytes(&bytes).unwrap()).is_err());
+}

@@ -160,9 +160,9 @@ pub(crate) fn frozenset_type() -> *mut ffi::PyTypeObject {
     &raw mut ffi::PyFrozenSet_Type
 }
 
-/// A new str with the characters of an [`ExternKind::InternedStr`] extern name, interned
-/// as marshal interns the strings it reads (`PyUnicode_InternInPlace`: the canonical
-/// object, which may be one interned before). Null with a Python exception set when the
+/// A new str with the characters of an [`ExternKind::InternedStr`] extern name, passed
+/// through `PyUnicode_InternInPlace` (the canonical object, which may be one interned before;
+/// immortal on 3.12 and 3.13, where marshal may leave some interned strings mortal). Null with a Python exception set when the
 /// name is not canonical ([`pycds_pyformat::externs::parse_interned_str`]).
 ///
 /// # Safety

@@ -126,8 +126,8 @@ impl Finder {
     ) -> Result<Option<PathBuf>, ()> {
         let exists = |p: &Path| Some(p) == known || p.is_file();
         let mut buf = Vec::with_capacity(tail.len() + 40);
-        // One lock and at most two directory lookups per call (this runs for every search-path
-        // entry of every import).
+        // One lock per call, no path cloned unless a directory is listed for the first time
+        // (this runs for every search-path entry of every import).
         let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
         let has_dir = match Self::listing(&mut listings, dir) {
             Listing::Dir(names) => names.contains(tail),

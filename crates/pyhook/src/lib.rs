@@ -6,6 +6,11 @@
 //! `pycds-pybind` cdylib only registers it as `pycds._pycds`. Raw CPython operations
 //! live in one module, `ffi`.
 
+// Archives store little-endian data (the profile's layouts, `istr` extern names), and the
+// dumper copies the interpreter's memory as it is.
+#[cfg(not(target_endian = "little"))]
+compile_error!("pycds supports little-endian hosts only");
+
 pub mod api;
 pub mod dump;
 pub mod error;

@@ -239,13 +239,13 @@ impl LoadedArchive {
                 let kind = externs.kind(xid).ok_or(HookError::Format(
                     pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 },
                 ))?;
-                if kind == ExternKind::InternedStr {
-                    stats.interned.fetch_add(1, Ordering::Relaxed);
-                }
                 // SAFETY: GIL held (we have `py`); `name` is the extern's name.
                 let p = unsafe { ffi::resolve_extern(kind, name) };
                 if p.is_null() {
                     return Err(PyErr::fetch(py).into());
+                }
+                if kind == ExternKind::InternedStr {
+                    stats.interned.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(p as u64)
             };
@@ -284,8 +284,9 @@ impl LoadedArchive {
                 // SAFETY: GIL held.
                 None => unsafe { ffi::resolve_extern(ExternKind::EmptyTuple, b"tuple:") },
             };
-            // SAFETY: `tuple` starts a tuple of this span (checker/planner, as for str
-            // above), relocated, or the runtime's empty tuple; GIL held.
+            // SAFETY: `tuple` starts a tuple of this span (checker: the whole object; planner:
+            // its header and fixed part, the rest trusted like the archive's bytecode),
+            // relocated, or the runtime's empty tuple; GIL held; the arena is leaked.
             let fs = unsafe { ffi::frozenset_from(tuple) };
             if fs.is_null() {
                 return Err(PyErr::fetch(py).into());
@@ -394,6 +395,7 @@ pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
     let a = pycds_arena::Archive::from_bytes(bytes)?;
     let version = archive_version(&a)?;
     let externs = ExternTable::from_archive(&a)?;
+    externs.check_interned_names(&a)?;
     let span_roots = span_roots(&a)?;
     let mut checker = Checker::new(version.layout());
     let mut objects = 0;
