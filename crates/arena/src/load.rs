@@ -640,14 +640,14 @@ impl LoadedArena {
         let bytes: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(start), len) };
         let (bstart, blen) = self.bitmaps_range(sid)?;
-        let mut read = Vec::new();
+        let mut read = None;
         let bitmaps: &[u8] = if let Source::Read(file) = &self.source {
             file.read_exact_at(bytes, start as u64)
                 .map_err(ArenaError::from)?;
-            read.resize(blen, 0);
-            file.read_exact_at(&mut read, bstart as u64)
+            let buf = read.insert(vec![0; blen]);
+            file.read_exact_at(buf, bstart as u64)
                 .map_err(ArenaError::from)?;
-            &read
+            buf
         } else {
             // SAFETY: a shared `&[u8]` over `[bstart, bstart + blen)` of the mapping: in bounds
             // of `mem` (`bitmaps_range` checked `bstart + blen <= mem.len()`; `base` points to
@@ -661,8 +661,8 @@ impl LoadedArena {
         };
         let view = self.archive.check_span(SpanId(sid), bytes, bitmaps)?;
         check(&view).map_err(LoadError::Client)?;
-        if let (Source::Read(_), Some(top)) = (&self.source, pending.stack.last_mut()) {
-            top.bitmaps = Some(read);
+        if let Some(top) = pending.stack.last_mut() {
+            top.bitmaps = read;
         }
         Ok(true)
     }

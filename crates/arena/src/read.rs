@@ -159,7 +159,7 @@ fn le_word(bytes: &[u8], at: usize) -> Option<u64> {
 /// Calls `f` with the index of every set bit of a bitmap of little-endian `u64` words (the
 /// slot word indices of a span), in increasing order, stopping at the first error. (A plain
 /// loop: the hot path of verification and relocation, about a million slots for a large
-/// program.)
+/// program; [`BitIter`] is the same walk as an iterator, for the `SpanView` slot iterators.)
 #[inline]
 pub(crate) fn try_for_each_slot<E>(
     bitmap: &[[u8; 8]],
