@@ -1,0 +1,175 @@
+"""Where the PSS difference between plain CPython and pycds SHARE comes from.
+
+    python3 benches/startup/pss_breakdown.py [--versions 3.12] [--workloads W1 W2 W3]
+                                             [--procs 8] [--workdir /tmp/pycds-matrix]
+
+Uses the environments of ``matrix.py`` (same ``--workdir``; made on first use) and records and
+dumps each workload's archive as it does. Then, per workload:
+
+* starts ``--procs`` plain and ``--procs`` SHARE processes of the workload at once (each waits
+  after the workload) and sums the PSS of every mapping of ``/proc/PID/smaps`` by class:
+  anonymous memory (``[heap]``, pymalloc arenas, stacks, and with pycds the archive's
+  mapping: span heap and the tables read at open), the ``_pycds`` extension, other files;
+* takes the size of the tables the Read strategy reads at open (every section but BITMAPS,
+  from the archive's section table);
+* estimates what a normal import frees once a module body has run and an archive keeps
+  (loaded objects are immortal): module and class-body code objects with their bytecode,
+  line and exception tables, and their ``co_consts``, ``co_names`` and ``co_varnames``
+  tuples (sizes from ``sys.getsizeof`` in a plain process that compiled each imported
+  module's source; each object counted once).
+
+Prints a markdown table of per-process averages (KiB). Linux only.
+"""
+
+import argparse
+import os
+import re
+import struct
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import matrix  # noqa: E402  (the environments and archives of the start-up matrix)
+
+_WAIT = "\nimport sys as _s; _s.stdout.write('ready\\n'); _s.stdout.flush(); _s.stdin.readline()"
+
+_MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
+
+# In a plain process after the workload: bytes of the objects a normal import has freed.
+_TRANSIENT = r"""
+import sys, types
+seen = set()
+def size(o):
+    if o is None or id(o) in seen:
+        return 0
+    seen.add(id(o))
+    return sys.getsizeof(o)
+def walk(co, top):
+    if not top and co.co_flags & 0x2:   # CO_NEWLOCALS: a function body, kept by its function
+        return 0
+    n = sum(size(o) for o in (co, co.co_linetable, co.co_exceptiontable or None,
+                                co.co_consts, co.co_names, co.co_varnames))
+    return n + sum(walk(c, False) for c in co.co_consts if isinstance(c, types.CodeType))
+total = mods = 0
+for m in list(sys.modules.values()):
+    spec = getattr(m, "__spec__", None)
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        continue
+    with open(origin, "rb") as f:
+        total += walk(compile(f.read(), origin, "exec"), True)
+    mods += 1
+print(mods, total)
+"""
+
+
+def tables_read(img):
+    """Bytes of the tables the Read strategy reads at open (all sections but BITMAPS), from
+    the header and section table (spec/format.md)."""
+    with open(img, "rb") as f:
+        head = f.read(128)
+        _ts, tables_len, st_off = struct.unpack_from("<QQQ", head, 88)
+        (count,) = struct.unpack_from("<I", head, 112)
+        f.seek(st_off)
+        table = f.read(24 * count)
+    bitmaps = 0
+    for i in range(count):
+        kind, _crc, _off, length = struct.unpack_from("<IIQQ", table, 24 * i)
+        if kind == 6:  # BITMAPS
+            bitmaps = length
+    return tables_len - bitmaps
+
+
+def classify(pid):
+    """PSS KiB of process ``pid`` by mapping class."""
+    out = {"anon": 0, "_pycds": 0, "files": 0}
+    cls = None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            m = _MAP.match(line)
+            if m:
+                name = m.group(3).strip()
+                if not name or name.startswith("["):
+                    cls = "anon"
+                elif "_pycds" in os.path.basename(name):
+                    cls = "_pycds"
+                else:
+                    cls = "files"
+            elif line.startswith("Pss:"):
+                out[cls] += int(line.split()[1])
+    return out
+
+
+def run_procs(argv, env, procs):
+    argv = argv[:-1] + [argv[-1] + _WAIT]
+    ps = [subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True) for _ in range(procs)]
+    try:
+        for p in ps:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("%s did not start" % argv[0])
+        per = [classify(p.pid) for p in ps]
+    finally:
+        for p in ps:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
+        for p in ps:
+            p.wait(timeout=120)
+    return {k: sum(c[k] for c in per) / procs for k in per[0]}
+
+
+def measure(args, version, req):
+    base = matrix.venv(args.workdir, version, "base", req)
+    pyc = matrix.venv(args.workdir, version, "pycds", req)
+    d = os.path.join(args.workdir, "run-" + version)
+    os.makedirs(d, exist_ok=True)
+    rows = []
+    for wl in args.workloads:
+        code, flags = matrix.workload(args.workloads_dir, wl)
+        if flags:
+            continue
+        img, _dump = matrix.pycds_archive(pyc, code, flags, d, wl)
+        plain = run_procs([base, "-c", code], matrix.clean_env(), args.procs)
+        share = run_procs([pyc, "-c", code],
+                          matrix.clean_env(PYCDSMODE="SHARE", PYCDSARCHIVE=img), args.procs)
+        out = matrix.sh([base, "-c", code + "\n" + _TRANSIENT], env=matrix.clean_env()).stdout
+        mods, transient = map(int, out.split()[-2:])
+        rows.append((wl, plain, share, tables_read(img) / 1024, mods, transient / 1024))
+        matrix.log("%s %s done" % (version, wl))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--versions", nargs="+", default=["3.12"])
+    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3"])
+    ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--workdir", default=os.path.join("/tmp", "pycds-matrix"))
+    ap.add_argument("--workloads-dir", default=matrix.DEFAULT_WORKLOADS)
+    args = ap.parse_args()
+    req = os.path.join(args.workloads_dir, "requirements.txt")
+    print("Per-process averages of %d concurrent processes, KiB. *anon*: all anonymous memory "
+          "(with pycds including the archive's mapping); *transient*: what a normal import frees "
+          "once each module body has run and an archive keeps (module and class-body code "
+          "objects with their bytecode, line tables and tuples), estimated in a plain process; "
+          "*tables*: the archive tables read at open; *rest*: the difference minus transient, "
+          "tables and the `_pycds` extension.\n" % args.procs)
+    print("| version | workload | PSS plain | PSS pycds | difference | anon plain / pycds "
+          "| transient (modules) | tables | `_pycds` | rest |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for version in args.versions:
+        for wl, plain, share, tables, mods, transient in measure(args, version, req):
+            tp, ts = sum(plain.values()), sum(share.values())
+            diff = ts - tp
+            print("| %s | %s | %.0f | %.0f | %+.0f | %.0f / %.0f | %.0f (%d) | %.0f | %.0f "
+                  "| %+.0f |" % (version, wl, tp, ts, diff, plain["anon"], share["anon"],
+                                 transient, mods, tables, share["_pycds"],
+                                 diff - transient - tables - share["_pycds"]))
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
