@@ -165,9 +165,9 @@ def ab(commands, rounds, warmup=2):
 _WAIT = "\nimport sys as _s; _s.stdout.write('ready\\n'); _s.stdout.flush(); _s.stdin.readline()"
 
 
-def pss(argv, env, procs):
-    """Total PSS (MiB) of ``procs`` processes of ``argv`` (whose last item is -c code)
-    running at once, measured after each finished the workload."""
+def concurrent(argv, env, procs, measure):
+    """Starts ``procs`` processes of ``argv`` (whose last item is -c code) at once, waits
+    until each has finished the workload, and returns ``measure(pid)`` of each."""
     argv = argv[:-1] + [argv[-1] + _WAIT]
     ps = [subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True) for _ in range(procs)]
@@ -175,13 +175,7 @@ def pss(argv, env, procs):
         for p in ps:
             if p.stdout.readline().strip() != "ready":
                 raise RuntimeError("%s did not start" % shlex.join(argv[:3]))
-        total = 0
-        for p in ps:
-            with open("/proc/%d/smaps_rollup" % p.pid) as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        return total / 1024
+        return [measure(p.pid) for p in ps]
     finally:
         for p in ps:
             try:
@@ -190,6 +184,15 @@ def pss(argv, env, procs):
                 pass
         for p in ps:
             p.wait(timeout=120)
+
+
+def pss(argv, env, procs):
+    """Total PSS (MiB) of ``procs`` processes of ``argv`` running at once, measured after
+    each finished the workload."""
+    def rollup(pid):
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            return sum(int(ln.split()[1]) for ln in f if ln.startswith("Pss:"))
+    return sum(concurrent(argv, env, procs, rollup)) / 1024
 
 
 # -- archives -----------------------------------------------------------------------------

@@ -25,14 +25,11 @@ import argparse
 import os
 import re
 import struct
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import matrix  # noqa: E402  (the environments and archives of the start-up matrix)
-
-_WAIT = "\nimport sys as _s; _s.stdout.write('ready\\n'); _s.stdout.flush(); _s.stdin.readline()"
 
 _MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
 
@@ -102,22 +99,8 @@ def classify(pid):
 
 
 def run_procs(argv, env, procs):
-    argv = argv[:-1] + [argv[-1] + _WAIT]
-    ps = [subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, text=True) for _ in range(procs)]
-    try:
-        for p in ps:
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("%s did not start" % argv[0])
-        per = [classify(p.pid) for p in ps]
-    finally:
-        for p in ps:
-            try:
-                p.stdin.close()
-            except OSError:
-                pass
-        for p in ps:
-            p.wait(timeout=120)
+    """Per-process average PSS KiB by mapping class of ``procs`` concurrent processes."""
+    per = matrix.concurrent(argv, env, procs, classify)
     return {k: sum(c[k] for c in per) / procs for k in per[0]}
 
 
