@@ -498,7 +498,7 @@ impl LoadedArena {
         let state = self
             .states
             .get(id.0 as usize)
-            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
+            .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
         match state.load(Ordering::Acquire) {
             LOADED => return Ok(()),
             FAILED => {
@@ -539,7 +539,7 @@ impl LoadedArena {
             let entry = self
                 .archive
                 .span_entry(SpanId(sid))
-                .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
+                .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
             if let Some(dep) = self.archive.span_deps(entry).get(next) {
                 top.next_dep += 1;
                 self.begin(dep.0, &mut pending, check)?;
@@ -610,7 +610,7 @@ impl LoadedArena {
         let state = self
             .states
             .get(sid as usize)
-            .ok_or(ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
+            .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: sid }))?;
         match state.load(Ordering::Acquire) {
             LOADED => return Ok(false),
             UNVERIFIED => {}
@@ -748,11 +748,13 @@ impl LoadedArena {
             let cell = usize::try_from(id)
                 .ok()
                 .and_then(|x| self.externs.get(x))
-                .ok_or(ArenaError::kind_only(ErrorKind::BadExternId {
-                    span: sid,
-                    slot: start as u64 + 8 * i as u64,
-                    id,
-                }))?;
+                .ok_or_else(|| {
+                    ArenaError::kind_only(ErrorKind::BadExternId {
+                        span: sid,
+                        slot: start as u64 + 8 * i as u64,
+                        id,
+                    })
+                })?;
             if cell.load(Ordering::Relaxed) == 0 {
                 let eid = ExternId(u32::try_from(id).unwrap_or(u32::MAX));
                 let name = self.archive.extern_name(eid).unwrap_or(&[]);

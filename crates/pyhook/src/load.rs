@@ -183,9 +183,9 @@ impl LoadedArchive {
 
     /// Make span `id` ready: verified, checked, relocated, fixed up.
     fn ensure_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
-        let st = self.status.get(id.0 as usize).ok_or(HookError::Format(
-            pycds_pyformat::PyFormatError::BadRootMeta { what: "bad span" },
-        ))?;
+        let st = self.status.get(id.0 as usize).ok_or_else(|| {
+            HookError::Format(pycds_pyformat::PyFormatError::BadRootMeta { what: "bad span" })
+        })?;
         match st.load(Ordering::Acquire) {
             READY => return Ok(()),
             FAILED => {
@@ -236,9 +236,9 @@ impl LoadedArchive {
                 Ok(())
             };
             let mut resolve = |xid: pycds_arena::ExternId, name: &[u8]| -> Result<u64, HookError> {
-                let kind = externs.kind(xid).ok_or(HookError::Format(
-                    pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 },
-                ))?;
+                let kind = externs.kind(xid).ok_or_else(|| {
+                    HookError::Format(pycds_pyformat::PyFormatError::UnknownExtern { id: xid.0 })
+                })?;
                 // SAFETY: GIL held (we have `py`); `name` is the extern's name.
                 let p = unsafe { ffi::resolve_extern(kind, name) };
                 if p.is_null() {
