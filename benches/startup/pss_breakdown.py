@@ -36,11 +36,11 @@ _MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
 # In a plain process after the workload: bytes of the objects a normal import has freed.
 _TRANSIENT = r"""
 import sys, types
-seen = set()
+seen = {}    # id -> object: keeps every object sized alive, so no id is reused
 def size(o):
     if o is None or id(o) in seen:
         return 0
-    seen.add(id(o))
+    seen[id(o)] = o
     return sys.getsizeof(o)
 def walk(co, top):
     if not top and co.co_flags & 0x2:   # CO_NEWLOCALS: a function body, kept by its function
