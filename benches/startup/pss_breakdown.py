@@ -24,11 +24,12 @@ Prints a markdown table of per-process averages (KiB). Linux only.
 import argparse
 import os
 import re
-import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "spec", "reader"))
+import arena_reader  # noqa: E402  (the archive format's independent reader)
 import matrix  # noqa: E402  (the environments and archives of the start-up matrix)
 
 _MAP = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$")
@@ -42,40 +43,35 @@ def size(o):
         return 0
     seen[id(o)] = o
     return sys.getsizeof(o)
+by_kind = {True: 0, False: 0}   # module bodies, class bodies
 def walk(co, top):
     if not top and co.co_flags & 0x2:   # CO_NEWLOCALS: a function body, kept by its function
-        return 0
-    n = sum(size(o) for o in (co, co.co_linetable, co.co_exceptiontable or None,
-                                co.co_consts, co.co_names, co.co_varnames))
-    return n + sum(walk(c, False) for c in co.co_consts if isinstance(c, types.CodeType))
-total = mods = 0
+        return
+    by_kind[top] += sum(size(o) for o in (co, co.co_linetable, co.co_exceptiontable or None,
+                                          co.co_consts, co.co_names, co.co_varnames))
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            walk(c, False)
+mods = 0
 for m in list(sys.modules.values()):
     spec = getattr(m, "__spec__", None)
     origin = getattr(spec, "origin", None)
     if not origin or not origin.endswith(".py"):
         continue
     with open(origin, "rb") as f:
-        total += walk(compile(f.read(), origin, "exec"), True)
+        walk(compile(f.read(), origin, "exec"), True)
     mods += 1
-print(mods, total)
+print(mods, by_kind[True], by_kind[False])
 """
 
 
 def tables_read(img):
-    """Bytes of the tables the Read strategy reads at open (all sections but BITMAPS), from
-    the header and section table (spec/format.md)."""
+    """Bytes of the tables the Read strategy reads at open: every section but BITMAPS (read
+    with the project's independent reader, ``spec/reader/arena_reader.py``)."""
     with open(img, "rb") as f:
-        head = f.read(128)
-        _ts, tables_len, st_off = struct.unpack_from("<QQQ", head, 88)
-        (count,) = struct.unpack_from("<I", head, 112)
-        f.seek(st_off)
-        table = f.read(24 * count)
-    bitmaps = 0
-    for i in range(count):
-        kind, _crc, _off, length = struct.unpack_from("<IIQQ", table, 24 * i)
-        if kind == 6:  # BITMAPS
-            bitmaps = length
-    return tables_len - bitmaps
+        arena = arena_reader.Arena(f.read())
+    bitmaps = arena.by_kind.get(arena_reader.BITMAPS)
+    return arena.header.tables_len - (bitmaps.length if bitmaps else 0)
 
 
 def classify(pid):
@@ -119,8 +115,9 @@ def measure(args, version, req):
         share = run_procs([pyc, "-c", code],
                           matrix.clean_env(PYCDSMODE="SHARE", PYCDSARCHIVE=img), args.procs)
         out = matrix.sh([base, "-c", code + "\n" + _TRANSIENT], env=matrix.clean_env()).stdout
-        mods, transient = map(int, out.split()[-2:])
-        rows.append((wl, plain, share, tables_read(img) / 1024, mods, transient / 1024))
+        mods, module_bodies, class_bodies = map(int, out.split()[-3:])
+        rows.append((wl, plain, share, tables_read(img) / 1024, mods,
+                     module_bodies / 1024, class_bodies / 1024))
         matrix.log("%s %s done" % (version, wl))
     return rows
 
@@ -141,16 +138,18 @@ def main():
           "*tables*: the archive tables read at open; *rest*: the difference minus transient, "
           "tables and the `_pycds` extension.\n" % args.procs)
     print("| version | workload | PSS plain | PSS pycds | difference | anon plain / pycds "
-          "| transient (modules) | tables | `_pycds` | rest |")
+          "| transient: module + class bodies (modules) | tables | `_pycds` | rest |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for version in args.versions:
-        for wl, plain, share, tables, mods, transient in measure(args, version, req):
+        for wl, plain, share, tables, mods, mod_b, cls_b in measure(args, version, req):
             tp, ts = sum(plain.values()), sum(share.values())
             diff = ts - tp
-            print("| %s | %s | %.0f | %.0f | %+.0f | %.0f / %.0f | %.0f (%d) | %.0f | %.0f "
-                  "| %+.0f |" % (version, wl, tp, ts, diff, plain["anon"], share["anon"],
-                                 transient, mods, tables, share["_pycds"],
-                                 diff - transient - tables - share["_pycds"]))
+            transient = mod_b + cls_b
+            print("| %s | %s | %.0f | %.0f | %+.0f | %.0f / %.0f | %.0f = %.0f + %.0f (%d) "
+                  "| %.0f | %.0f | %+.0f |" % (
+                      version, wl, tp, ts, diff, plain["anon"], share["anon"], transient,
+                      mod_b, cls_b, mods, tables, share["_pycds"],
+                      diff - transient - tables - share["_pycds"]))
             sys.stdout.flush()
 
 
