@@ -948,3 +948,118 @@ def test_unusual_packages_and_self_reimport(tmp_path):
     for name in ("ns.sub", "tpkg", "tpkg.child", "selfimp", "reloaded"):
         assert name in served, (name, p.stderr)
     assert without_served(p.stderr) == ""
+
+
+RELEASE_MODULES = {
+    "bodies.py": '''\
+        """Module docstring."""
+        import sys
+        LIMIT = (1, 2, 3)
+        NAME = "a string constant with spaces"
+
+        def check(x):
+            return x in {"alpha", "beta", "gamma"}
+
+        class Outer:
+            """Outer docstring."""
+            X = 1.5
+
+            class Inner:
+                Y = ("nested", b"bytes", 10**30)
+
+                def method(self):
+                    return self.Y
+
+            def boom(self):
+                raise ValueError("from a method")
+
+        if check("beta"):
+            SELECTED = [k for k in sorted({"b": 1, "a": 2})]
+        ''',
+    "keepframe.py": '''\
+        import sys
+        FRAME = sys._getframe()
+        ''',
+    "keepclass.py": '''\
+        import sys
+        class A:
+            BODY = sys._getframe().f_code
+        ''',
+}
+
+RELEASE_MAIN = '''\
+import gc, importlib, inspect, marshal, sys, traceback
+import bodies, keepframe, keepclass
+import pycds
+arc = pycds._hook._state["archive"]
+released = {n: arc.get(n) is None for n in ("bodies", "keepframe", "keepclass")}
+stats = pycds.stats()["load"]
+gc.collect()
+o = bodies.Outer()
+try:
+    o.boom()
+except ValueError:
+    tb = traceback.format_exc()
+body = keepframe.FRAME.f_code
+print(json.dumps({
+    "released": released,
+    "counts": [stats["released"], stats["kept"], stats["released_bytes"] > 0],
+    "values": [bodies.__doc__, bodies.LIMIT, bodies.NAME, bodies.check("gamma"), bodies.check("x"),
+               bodies.Outer.__doc__, bodies.Outer.X, repr(bodies.Outer.Inner().method()),
+               bodies.SELECTED, bodies.Outer.__qualname__, bodies.Outer.Inner.__qualname__],
+    "source": inspect.getsource(bodies.Outer.Inner),
+    "tb": "raise ValueError" in tb and "bodies.py" in tb,
+    "kept_body": [body.co_name, body.co_filename == keepframe.__file__,
+                  marshal.loads(marshal.dumps(body)) == body,
+                  keepclass.A.BODY.co_name],
+}))
+importlib.reload(bodies)
+print(bodies.check("alpha"), bodies.Outer.Inner().method()[0], arc.get("bodies") is None)
+'''
+
+
+def test_module_bodies_are_released_after_they_ran(tmp_path):
+    # Module and class-body code (a transient span per module) is given back once the body
+    # ran, unless something still holds it; what stays (functions, classes, constants) and
+    # a reload behave as in a normal import.
+    for name, text in RELEASE_MODULES.items():
+        write(tmp_path / name, text)
+    write(tmp_path / "main.py", "import json\n" + RELEASE_MAIN)
+    plain = run(["main.py"], cwd=tmp_path)
+    assert plain.returncode == 1 and "AttributeError" in plain.stderr  # no archive: no state
+    lst, img = tmp_path / "r.lst", tmp_path / "r.img"
+    trace_dump(["-c", "import bodies, keepframe, keepclass"], tmp_path, lst, img)
+    p = ok(run(["main.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img))
+    out, reload_line = p.stdout.splitlines()
+    r = json.loads(out)
+    assert r["released"] == {"bodies": True, "keepframe": False, "keepclass": False}
+    released, kept, some_bytes = r["counts"]
+    assert kept == 2 and released >= 1 and some_bytes
+    assert r["values"] == [
+        "Module docstring.", [1, 2, 3], "a string constant with spaces", True, False,
+        "Outer docstring.", 1.5, repr(("nested", b"bytes", 10**30)), ["a", "b"],
+        "Outer", "Outer.Inner",
+    ]
+    assert "class Inner:" in r["source"] and r["tb"]
+    assert r["kept_body"] == ["<module>", True, True, "A"]
+    assert reload_line == "True nested True"
+
+
+def test_traced_module_bodies_are_kept(tmp_path):
+    # Under sys.settrace the bodies' code is instrumented (runtime state): never given back.
+    for name, text in RELEASE_MODULES.items():
+        write(tmp_path / name, text)
+    write(tmp_path / "main.py", """\
+        import sys
+        events = []
+        sys.settrace(lambda f, e, a: events.append(e) or None)
+        import bodies
+        sys.settrace(None)
+        import pycds
+        s = pycds.stats()["load"]
+        print(s["released"], s["kept"], bodies.check("beta"), "call" in events)
+        """)
+    lst, img = tmp_path / "r.lst", tmp_path / "r.img"
+    trace_dump(["-c", "import bodies"], tmp_path, lst, img)
+    p = ok(run(["main.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img))
+    assert p.stdout.split() == ["0", "1", "True", "True"]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pycds_arena::{Archive, SpanId};
-use pycds_pyformat::meta::span_roots;
+use pycds_pyformat::meta::{single_dependency, span_roots};
 use pycds_pyformat::profile::archive_version;
 use pycds_pyformat::{Checker, ExternTable, Planner};
 
@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         .zip(&roots)
         .map(|(v, r)| {
             checker
-                .check_span(v, &externs, r)
+                .check_span(v, &externs, r, single_dependency(&a, v.id()))
                 .expect("span checks")
                 .objects
         })
@@ -67,7 +67,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("check", |b| {
         b.iter(|| {
             for (v, r) in views.iter().zip(&roots) {
-                black_box(checker.check_span(v, &externs, r).expect("span checks"));
+                black_box(
+                    checker
+                        .check_span(v, &externs, r, single_dependency(&a, v.id()))
+                        .expect("span checks"),
+                );
             }
         })
     });

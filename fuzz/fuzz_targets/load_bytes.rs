@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use libfuzzer_sys::fuzz_target;
 use pycds_arena::{Archive, ExternId, LoadedArena, SpanId, SpanView};
+use pycds_pyformat::meta::single_dependency;
 use pycds_pyformat::{Checker, ExternTable, PyVersion};
 
 const RESOLVED: u64 = 0x7f00_dead_b000;
@@ -60,7 +61,12 @@ fn run(data: &[u8]) {
             let r = match &externs {
                 Some(x) => checker
                     .borrow_mut()
-                    .check_span(view, x, &roots[view.id().0 as usize])
+                    .check_span(
+                        view,
+                        x,
+                        &roots[view.id().0 as usize],
+                        single_dependency(&a, view.id()),
+                    )
                     .map(|plan| pycds_fuzz::assert_plan_sound(view, &plan, version.layout()))
                     .map_err(|e| e.to_string()),
                 None => Ok(()),

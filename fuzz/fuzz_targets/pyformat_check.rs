@@ -7,6 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pycds_arena::{Archive, SpanId};
+use pycds_pyformat::meta::single_dependency;
 use pycds_pyformat::{Checker, ExternTable, Planner};
 
 fuzz_target!(|data: &[u8]| {
@@ -32,14 +33,18 @@ fn run(data: &[u8]) {
         let mut planner = Planner::new(v.layout());
         for view in &views {
             let r = &roots[view.id().0 as usize];
-            let checked = checker.check_span(view, &externs, r);
+            let checked = checker.check_span(view, &externs, r, single_dependency(&a, view.id()));
             let planned = planner.plan_span(view, &externs, r);
             if let Ok(plan) = &planned {
                 pycds_fuzz::assert_plan_sound(view, plan, v.layout());
             }
             if let Ok(plan) = checked {
                 pycds_fuzz::assert_plan_sound(view, &plan, v.layout());
-                assert_eq!(planned.ok(), Some(plan), "planner differs on a checked span");
+                assert_eq!(
+                    planned.ok(),
+                    Some(plan),
+                    "planner differs on a checked span"
+                );
             }
         }
     }

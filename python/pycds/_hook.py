@@ -64,18 +64,33 @@ class CDSLoader(_SourceFileLoader):
         archive = _state["archive"]
         if archive is not None and fullname == self.name:
             try:
-                code = archive[fullname]
+                code = archive.get(fullname)
             except Exception as exc:  # damaged span: fall back for this module
                 _fallback(fullname, "archive error: %s" % exc)
                 if _state["mode"] != "auto":  # AUTO replaces it at exit
                     _warn("archive %s is damaged (module %s: %s)"
                           % (_state["archive_path"], fullname, exc))
             else:
-                if code.co_filename == self.path:
+                if code is None:  # its body ran once already, and was released
+                    _fallback(fullname, "module body already ran from the archive")
+                elif code.co_filename == self.path:
                     _served(fullname)
                     return code
-                _fallback(fullname, "archived code has another file name")
+                else:
+                    _fallback(fullname, "archived code has another file name")
         return super().get_code(fullname)
+
+    def exec_module(self, module):
+        super().exec_module(module)
+        # The body ran: give back the archive's memory of the module's body and class-body
+        # code, as a normal import frees them now, if nothing kept any of it (the archive
+        # checks their reference counts).
+        archive = _state["archive"]
+        if archive is not None:
+            try:
+                archive.release(self.name)
+            except Exception as exc:
+                _fallback(self.name, "not released: %s" % exc)
 
     # Equal to the SourceFileLoader a normal import makes for the same module (as specs
     # are compared, e.g. by pydoc.importfile's callers); being a subclass, this __eq__ is
@@ -305,7 +320,8 @@ def dump(list_path, archive_path, progress=None):
     gc.disable()  # a batch of long-lived objects: collections would only slow it down
     try:
         _dump_items(names, main_file, progress, items, skipped, memo, total)
-        result = _pycds.write_archive(os.fspath(archive_path), items, strict=False, fresh=False)
+        result = _pycds.write_archive(os.fspath(archive_path), items, strict=False, fresh=False,
+                                      split=True)
     finally:
         if enabled:
             gc.enable()
@@ -346,7 +362,8 @@ def _auto_exit(archive_path):
         if not isinstance(r, str):
             items.append(r)
     try:
-        _pycds.write_archive(archive_path, items, strict=False, fresh=False)
+        _pycds.write_archive(archive_path, items, strict=False, fresh=False,
+                             split=True)
         if _verbose() >= 1:
             sys.stderr.write("pycds: wrote %s (%d modules)\n" % (archive_path, len(items)))
     except Exception as exc:

@@ -63,6 +63,12 @@ class _LoadStats(TypedDict):
     check_seconds: float
     #: of which frozensets and code versions (interned strings are made while relocating)
     fixup_seconds: float
+    #: modules' body and class-body code given back once the body ran (``Archive.release``)
+    released: int
+    #: bytes of memory given back with them
+    released_bytes: int
+    #: bodies kept because something still held their code after it ran
+    kept: int
 
 class _ModuleMeta(TypedDict):
     kind: Literal["module", "package", "extension"]
@@ -112,12 +118,14 @@ class Archive:
     @property
     def path(self) -> pathlib.Path: ...
     def stats(self) -> _LoadStats: ...
+    def release(self, name: str) -> bool: ...
 
 def write_archive(
     path: _StrPath,
     items: Sequence[tuple[str, object, bytes]],
     strict: bool = True,
     fresh: bool = True,
+    split: bool = False,
 ) -> _WriteStats: ...
 def save(path: _StrPath, roots: Mapping[str, object]) -> None: ...
 def load(path: _StrPath, check: bool = True) -> Archive: ...

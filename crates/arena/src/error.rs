@@ -165,6 +165,11 @@ pub enum ErrorKind {
         /// The span.
         span: u32,
     },
+    /// The span was given back with [`crate::LoadedArena::release_span`]; it never loads again.
+    SpanReleased {
+        /// The span.
+        span: u32,
+    },
     /// There is no span with this id.
     NoSuchSpan {
         /// The requested id.
@@ -275,6 +280,7 @@ impl ArenaError {
             | ProfileMismatch
             | UnresolvedExtern { .. }
             | SpanFailed { .. }
+            | SpanReleased { .. }
             | NoSuchSpan { .. }
             | HeapUnavailable
             | Reentrant
@@ -360,6 +366,7 @@ impl fmt::Display for ErrorKind {
             }
             UnresolvedExtern { id } => write!(f, "extern {id} resolved to address 0"),
             SpanFailed { span } => write!(f, "span {span} failed to load earlier"),
+            SpanReleased { span } => write!(f, "span {span} was released"),
             NoSuchSpan { span } => write!(f, "no span with id {span}"),
             HeapUnavailable => f.write_str("span contents are not available through this archive view"),
             Reentrant => f.write_str("load_span called re-entrantly from a callback"),

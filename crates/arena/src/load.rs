@@ -52,6 +52,7 @@ const UNVERIFIED: u8 = 0;
 const LOADING: u8 = 1;
 const LOADED: u8 = 2;
 const FAILED: u8 = 3;
+const RELEASED: u8 = 4;
 
 thread_local! {
     /// Address of the arena whose load lock this thread holds (0 = none): detects re-entrant
@@ -163,6 +164,12 @@ fn section_table<'m>(mem: &'m [u8], header: &Header) -> Option<&'m [u8]> {
     let ts = usize::try_from(header.tables_start.get()).ok()?;
     let len = u64::from(header.section_count.get()).checked_mul(SECTION_ENTRY_LEN)?;
     mem.get(ts..ts.checked_add(usize::try_from(len).ok()?)?)
+}
+
+/// The system's page size (0 if unknown).
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0)
 }
 
 /// The lowest descriptor number [`out_of_the_way`] moves the archive's descriptor to.
@@ -504,6 +511,9 @@ impl LoadedArena {
             FAILED => {
                 return Err(ArenaError::kind_only(ErrorKind::SpanFailed { span: id.0 }).into())
             }
+            RELEASED => {
+                return Err(ArenaError::kind_only(ErrorKind::SpanReleased { span: id.0 }).into())
+            }
             _ => {}
         }
         let me = self as *const LoadedArena as usize;
@@ -614,6 +624,9 @@ impl LoadedArena {
         match state.load(Ordering::Acquire) {
             LOADED => return Ok(false),
             UNVERIFIED => {}
+            RELEASED => {
+                return Err(ArenaError::kind_only(ErrorKind::SpanReleased { span: sid }).into())
+            }
             // FAILED, or LOADING (impossible without a cycle; deps have lower ids).
             _ => return Err(ArenaError::kind_only(ErrorKind::SpanFailed { span: sid }).into()),
         }
@@ -673,8 +686,7 @@ impl LoadedArena {
     /// fault them in.
     #[cfg(target_os = "linux")]
     fn prefault(&self, start: usize, len: usize) {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(0);
+        let page = page_size();
         if page == 0 || len == 0 {
             return;
         }
@@ -785,6 +797,119 @@ impl LoadedArena {
             }
         });
         Ok(())
+    }
+
+    /// Gives loaded span `id` back: it becomes *released* (never loads again:
+    /// [`ErrorKind::SpanReleased`]), and every page of memory that holds only bytes of
+    /// released spans, of spans never loaded, or of failed ones (never the header's or the
+    /// tables' pages) is returned to the system (`MADV_DONTNEED`): a page shared with a span
+    /// still in use goes back when that span is released too. Returns the bytes given back.
+    ///
+    /// Spans not loaded yet stay loadable: the Read strategy reads their bytes again, the
+    /// Map strategy finds the file's. An arena made by [`LoadedArena::from_bytes`] has no
+    /// copy to go back to: there the span is only marked released. Fails (changing nothing)
+    /// unless the span is loaded.
+    ///
+    /// # Safety
+    /// Nothing may read or write the span's bytes after this call: no reference to, or
+    /// pointer derived from [`base`](Self::base) into, `[start, start + len)` of the span may
+    /// be used again, and no loaded span may still refer to it (a span that depends on it
+    /// and that loaded may hold relocated pointers into it).
+    pub unsafe fn release_span(&self, id: SpanId) -> Result<u64, ArenaError> {
+        let state = self
+            .states
+            .get(id.0 as usize)
+            .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
+        let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.load(Ordering::Acquire) != LOADED {
+            return Err(ErrorKind::InvalidInput {
+                what: "only a loaded span can be released",
+            }
+            .into());
+        }
+        state.store(RELEASED, Ordering::Release);
+        let page = page_size();
+        if page == 0 || matches!(self.source, Source::Memory) {
+            return Ok(0);
+        }
+        let (start, len) = self.span_range(id.0)?;
+        let heap = self.archive.heap_range();
+        let (heap_lo, heap_hi) = (to_usize(heap.start)?, to_usize(heap.end)?);
+        // Pages inside the heap (never the header's, never the tables').
+        let lo = start / page * page;
+        let hi = start.saturating_add(len).next_multiple_of(page);
+        let lo = if lo < heap_lo { lo + page } else { lo };
+        let hi = if hi > heap_hi { hi - page } else { hi };
+        if hi <= lo {
+            return Ok(0);
+        }
+        // Whole pages strictly inside the span go; a page at either end goes if every other
+        // span on it is free (spans tile the heap in id order, ARENA-TAB-002).
+        let free = |p: usize| -> bool {
+            let (pl, ph) = (p as u64, (p + page) as u64);
+            // Whether span `sid` is free, `None` if it has no byte on the page.
+            let on_page = |sid: u32| -> Option<bool> {
+                let e = self.archive.span_entry(SpanId(sid))?;
+                let (s, l) = (e.start.get(), e.len.get());
+                if s >= ph || s.saturating_add(l) <= pl {
+                    return None;
+                }
+                let st = self.states.get(sid as usize)?.load(Ordering::Acquire);
+                Some(l == 0 || matches!(st, RELEASED | UNVERIFIED | FAILED))
+            };
+            let mut s = id.0;
+            while let Some(prev) = s.checked_sub(1) {
+                match on_page(prev) {
+                    None => break,
+                    Some(false) => return false,
+                    Some(true) => s = prev,
+                }
+            }
+            let mut s = id.0;
+            while let Some(next) = s.checked_add(1) {
+                match on_page(next) {
+                    None => break,
+                    Some(false) => return false,
+                    Some(true) => s = next,
+                }
+            }
+            true
+        };
+        let lo = if start > lo && !free(lo) {
+            lo + page
+        } else {
+            lo
+        };
+        let hi = if start + len < hi && hi > lo && !free(hi - page) {
+            hi - page
+        } else {
+            hi
+        };
+        if hi <= lo {
+            return Ok(0);
+        }
+        // SAFETY: `[base + lo, base + hi)` lies inside `mem` (`heap_lo <= lo < hi <= heap_hi
+        // <= mem.len()`: the heap lies inside the file, ARENA-LAY-002) and `lo` is page-aligned
+        // (`base` starts a mapping). MADV_DONTNEED on this private mapping replaces its pages
+        // by the file's bytes (Map) or zeros (Read). No reference to those bytes is alive:
+        // - the tables `archive` views lie outside the heap, BITMAPS too (ARENA-LAY-003);
+        // - the caller guarantees nothing uses span `id`'s bytes any more (contract above);
+        // - every other span with bytes on these pages is released (same contract, given
+        //   when it was), failed (never handed out), or not loaded: clients may not access it
+        //   (contract on `base()`), and this crate only accesses it in `begin`/`relocate`
+        //   under `lock`, which we hold; its next load reads (Read) or finds (Map) its bytes
+        //   again, as they were before it was ever touched.
+        let r = unsafe {
+            libc::madvise(
+                self.base.as_ptr().add(lo).cast(),
+                hi - lo,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if r != 0 {
+            return Err(ArenaError::from(std::io::Error::last_os_error()));
+        }
+        Ok((hi - lo) as u64)
     }
 
     /// Leaks the arena so loaded objects can live for the rest of the process.

@@ -52,6 +52,9 @@ pub struct SpanPlan {
     pub codes: Vec<u64>,
     /// Number of objects in the span.
     pub objects: usize,
+    /// A transient span (module and class-body code, see [`crate::meta`]): its objects
+    /// carry [`Layout::transient_refcnt`] and are listed in its trailer.
+    pub transient: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +141,16 @@ pub struct Checker {
     codes: Vec<PendingCode>,
     /// first word of the object being walked (references below it are checked at once)
     cur: usize,
+    /// the dependency a transient span's tuple items may refer to (start, length)
+    dep: Option<(u64, u64)>,
+    /// `types` of the span checked before the current one, and that span (start, length)
+    /// if its check passed
+    prev_types: Vec<u8>,
+    prev_span: Option<(u64, u64)>,
+    /// references of a transient span into its dependency `(slot, target)` (absolute
+    /// offsets) still to check against the dependency's objects, and that dependency
+    cross: Vec<(u64, u64)>,
+    cross_dep: Option<(u64, u64)>,
 }
 
 pub(crate) fn bad(offset: u64, what: &'static str) -> PyFormatError {
@@ -265,16 +278,83 @@ impl Checker {
             pending: Vec::new(),
             codes: Vec::new(),
             cur: 0,
+            dep: None,
+            prev_types: Vec::new(),
+            prev_span: None,
+            cross: Vec::new(),
+            cross_dep: None,
         }
+    }
+
+    /// Check the references a transient span makes into `dep`, whose per-word types are
+    /// `types`: each must be the start of an object.
+    fn check_cross(
+        cross: &[(u64, u64)],
+        dep: (u64, u64),
+        types: &[u8],
+    ) -> Result<(), PyFormatError> {
+        for &(slot, target) in cross {
+            let rel = target.wrapping_sub(dep.0);
+            let ok = rel < dep.1
+                && rel % 8 == 0
+                && types
+                    .get((rel / 8) as usize)
+                    .and_then(|&t| tag_of(t))
+                    .is_some();
+            if !ok {
+                return Err(PyFormatError::BadReference {
+                    offset: slot,
+                    expected: "the start of an object of the module's span",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// After a load: fails if a transient span's references into its dependency could not
+    /// be checked (the dependency was not checked right before or after it, as a load or
+    /// [`Checker::check_span`] in id order does). Clears that state.
+    pub fn finish(&mut self) -> Result<(), PyFormatError> {
+        self.cross_dep = None;
+        if let Some(&(slot, _)) = self.cross.first() {
+            self.cross.clear();
+            return Err(PyFormatError::BadReference {
+                offset: slot,
+                expected: "an object of a span checked with this one",
+            });
+        }
+        Ok(())
     }
 
     /// Check every object of `view`; `roots` are the base-relative root objects that
     /// live in this span (each must be an object start; a holder root a 1-tuple).
+    ///
+    /// `dep` is the span's single dependency (start, length), if it has exactly one: a
+    /// transient span's tuple items may refer to objects of it. Those references are
+    /// checked against the dependency's objects when it is checked right before this span
+    /// (id order, as `pycds verify` does) or right after it (load order: a span, then its
+    /// dependency); [`Checker::finish`] then fails if neither happened.
     pub fn check_span(
         &mut self,
         view: &SpanView<'_>,
         externs: &ExternTable,
         roots: &[(u64, bool)],
+        dep: Option<(u64, u64)>,
+    ) -> Result<SpanPlan, PyFormatError> {
+        core::mem::swap(&mut self.types, &mut self.prev_types);
+        let prev_span = self.prev_span.take();
+        let plan = self.check_span_inner(view, externs, roots, dep, prev_span)?;
+        self.prev_span = Some((view.start(), view.len()));
+        Ok(plan)
+    }
+
+    fn check_span_inner(
+        &mut self,
+        view: &SpanView<'_>,
+        externs: &ExternTable,
+        roots: &[(u64, bool)],
+        dep: Option<(u64, u64)>,
+        prev_span: Option<(u64, u64)>,
     ) -> Result<SpanPlan, PyFormatError> {
         let start = view.start();
         let len = view.len();
@@ -295,6 +375,22 @@ impl Checker {
         // 1. The span metadata (where the objects end).
         let meta = SpanMeta::parse(view.meta(), view.bytes())?;
         let objects_words = (meta.objects_end() / 8) as usize;
+        plan.transient = meta.transient();
+        let refcnt = if plan.transient {
+            l.transient_refcnt
+        } else {
+            l.refcnt
+        };
+        // Only a transient span may refer into its dependency; the last one's references
+        // are still to be checked if this span is that dependency.
+        let own_cross = core::mem::take(&mut self.cross);
+        let own_cross_dep = self.cross_dep.take();
+        self.dep = if plan.transient { dep } else { None };
+        if plan.transient && dep.is_none() {
+            return Err(PyFormatError::BadSpanMeta {
+                what: "transient span without exactly one dependency",
+            });
+        }
 
         // 2. Walk the objects in order.
         let gc_words = l.gc_head / 8;
@@ -310,7 +406,7 @@ impl Checker {
             };
             self.cur = w;
             let ob = 8 * obj;
-            if sp.word(obj)? != l.refcnt {
+            if sp.word(obj)? != refcnt {
                 return Err(bad(sp.abs(ob), "bad reference count"));
             }
             let tw = obj + l.ob_type / 8;
@@ -407,8 +503,12 @@ impl Checker {
             }
             let slot = sp.abs(rel);
             let members = if let Some(t) = sp.internal_at(sw) {
-                let tw = ((t - start) / 8) as usize;
-                match self.types.get(tw).and_then(|&x| tag_of(x)) {
+                let r = t.wrapping_sub(start);
+                let tw = usize::try_from(r / 8).unwrap_or(usize::MAX);
+                match (r < len)
+                    .then(|| self.types.get(tw).and_then(|&x| tag_of(x)))
+                    .flatten()
+                {
                     Some(TypeTag::Tuple) => Some(t),
                     _ => None,
                 }
@@ -430,7 +530,7 @@ impl Checker {
 
         // 6. Code objects: the span metadata lists exactly them (the loader trusts that list
         //    when objects are not checked), and the counts that size frames agree with the
-        //    name tables.
+        //    name tables. A transient span lists every object.
         if meta.objects() as usize != plan.objects
             || !meta
                 .codes()
@@ -440,6 +540,19 @@ impl Checker {
             return Err(PyFormatError::BadSpanMeta {
                 what: "object count or code list does not match the objects",
             });
+        }
+        if plan.transient {
+            let mut listed = meta.listed().map(|o| o as usize);
+            let all = self
+                .types
+                .iter()
+                .enumerate()
+                .filter(|(_, &t)| tag_of(t).is_some());
+            if !all.map(|(w, _)| 8 * w).eq(&mut listed) {
+                return Err(PyFormatError::BadSpanMeta {
+                    what: "object list does not match the objects",
+                });
+            }
         }
         for c in &self.codes {
             let ob = 8 * c.obj;
@@ -510,6 +623,29 @@ impl Checker {
                 && (t != TypeTag::Tuple || sp.u64_at((root - start) as usize + l.ob_size)? != 1)
             {
                 return Err(bad(root, "root holder is not a 1-tuple"));
+            }
+        }
+
+        // 8. References into the dependency: against its objects if it was checked just
+        //    before; else kept for its check, which follows in load order. And the last
+        //    span's, if this is its dependency.
+        if !self.cross.is_empty() {
+            match (prev_span, dep) {
+                (Some(p), Some(d)) if p == d => {
+                    Self::check_cross(&self.cross, d, &self.prev_types)?;
+                    self.cross.clear();
+                }
+                _ => self.cross_dep = dep,
+            }
+        }
+        if let Some(d) = own_cross_dep {
+            if d == (start, len) {
+                Self::check_cross(&own_cross, d, &self.types)?;
+            } else {
+                return Err(PyFormatError::BadReference {
+                    offset: own_cross.first().map_or(start, |c| c.0),
+                    expected: "an object of a span checked with this one",
+                });
             }
         }
         Ok(plan)
@@ -588,6 +724,13 @@ impl Checker {
         if let Some(t) = sp.internal_at(w) {
             let rel = t.wrapping_sub(sp.start);
             if t < sp.start || rel >= sp.len {
+                // A transient span's tuple items may refer to its dependency's objects.
+                if let Some((ds, dl)) = self.dep {
+                    if item && expect == Expect::Any && t.wrapping_sub(ds) < dl {
+                        self.cross.push((sp.abs(8 * w), t));
+                        return Ok(());
+                    }
+                }
                 return Err(PyFormatError::BadReference {
                     offset: sp.abs(8 * w),
                     expected: "an object of the same span",

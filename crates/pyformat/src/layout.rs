@@ -235,6 +235,12 @@ pub struct Layout {
     /// Value of `ob_refcnt` written into every archived object: `1 << 40` on 3.11 (no
     /// immortality yet: never reaches zero, never 1), `_Py_IMMORTAL_REFCNT` on 3.12+.
     pub refcnt: u64,
+    /// Value of `ob_refcnt` written into the objects of a *transient* span (module and
+    /// class-body code, see [`crate::meta`]): a real count, so the loader can tell whether
+    /// anything still holds them after the module body ran. `1 << 40` on 3.11 (as
+    /// [`Layout::refcnt`]), `1 << 30` on 3.12+ (mortal: `(int32_t)ob_refcnt >= 0`; never
+    /// reaches zero).
+    pub transient_refcnt: u64,
     /// `sizeof(PyGC_Head)`, placed (zeroed, untracked) before each tuple.
     pub gc_head: usize,
     /// Offset of `ob_type`.
@@ -377,6 +383,7 @@ const STR_3_12: StrLayout = StrLayout {
 pub static LAYOUT_3_11: Layout = Layout {
     version: PyVersion::V3_11,
     refcnt: 1 << 40,
+    transient_refcnt: 1 << 40,
     gc_head: 16,
     ob_type: 8,
     ob_size: 16,
@@ -400,6 +407,7 @@ pub static LAYOUT_3_11: Layout = Layout {
 pub static LAYOUT_3_12: Layout = Layout {
     version: PyVersion::V3_12,
     refcnt: 0xFFFF_FFFF,
+    transient_refcnt: 1 << 30,
     code: CODE_3_12,
     str_: STR_3_12,
     long_lv_tag: true,

@@ -12,7 +12,8 @@
 //! writes stay on slot words of the span; every tuple of frozenset members and code object
 //! starts with the archive's reference count and an `ob_type` external slot naming that
 //! type, and the fixed part of its layout lies inside the span; every root is such an
-//! object (a holder a 1-tuple).
+//! object (a holder a 1-tuple); in a transient span, every listed object starts with the
+//! transient reference count and an `ob_type` external slot naming a type.
 //! What it does not verify is the rest of the objects' bytes.
 
 use pycds_arena::SpanView;
@@ -58,12 +59,18 @@ impl Planner {
         }
         let mut plan = SpanPlan {
             objects: meta.objects() as usize,
+            transient: meta.transient(),
             ..SpanPlan::default()
+        };
+        let refcnt = if plan.transient {
+            l.transient_refcnt
+        } else {
+            l.refcnt
         };
         // The type of the object starting at span-relative byte offset `rel`, judged by
         // its header (reference count and `ob_type` slot).
         let object_type = |rel: u64| -> Option<TypeTag> {
-            if rel % 8 != 0 || rel >= sp.len || sp.word((rel / 8) as usize).ok() != Some(l.refcnt) {
+            if rel % 8 != 0 || rel >= sp.len || sp.word((rel / 8) as usize).ok() != Some(refcnt) {
                 return None;
             }
             match externs.kind(sp.extern_at((rel / 8) as usize + l.ob_type / 8)?)? {
@@ -104,6 +111,18 @@ impl Planner {
             "code list not sorted or not code objects",
         )?;
         plan.codes = codes.iter().map(|r| start + r).collect();
+        // A transient span's object list: what the loader reads (reference counts) before
+        // giving the span back.
+        let mut last = None;
+        for rel in meta.listed() {
+            let rel = u64::from(rel);
+            if last.is_some_and(|x| x >= rel) || rel >= end || object_type(rel).is_none() {
+                return Err(PyFormatError::BadSpanMeta {
+                    what: "object list not sorted or not objects",
+                });
+            }
+            last = Some(rel);
+        }
 
         // Frozenset slots: slot words holding the members tuple (or the empty tuple).
         let mut frozen = Vec::new();

@@ -53,6 +53,8 @@ struct OpenSpan {
     frozen: Vec<u32>,
     codes: Vec<u32>,
     objects: u32,
+    /// A transient span: the offsets of its objects (listed in its trailer).
+    transient: Option<Vec<u32>>,
     strings: HashMap<(u8, Vec<u8>), u64>,
     bytes: HashMap<Vec<u8>, u64>,
 }
@@ -98,8 +100,20 @@ impl PyArchiveWriter {
     /// Start a span (one module, or one saved root). Objects written until
     /// [`PyArchiveWriter::end_span`] belong to it; references may only point inside it.
     pub fn begin_span(&mut self) {
+        self.begin(&[], false);
+    }
+
+    /// Start a *transient* span (see [`crate::meta`]) for the module whose ordinary span is
+    /// `module`: its objects get [`Layout::transient_refcnt`] and are listed in its trailer,
+    /// and tuple items written into it may refer to objects of `module` (pass their
+    /// [`ObjRef::Internal`] offsets); every other reference must point inside it.
+    pub fn begin_transient_span(&mut self, module: SpanId) {
+        self.begin(&[module], true);
+    }
+
+    fn begin(&mut self, deps: &[SpanId], transient: bool) {
         assert!(self.open.is_none(), "a span is already open");
-        let id = self.arena.begin_span(&[]);
+        let id = self.arena.begin_span(deps);
         let start = self.arena.alloc(0, 8);
         self.open = Some(OpenSpan {
             id,
@@ -107,6 +121,7 @@ impl PyArchiveWriter {
             frozen: Vec::new(),
             codes: Vec::new(),
             objects: 0,
+            transient: transient.then(Vec::new),
             strings: HashMap::new(),
             bytes: HashMap::new(),
         });
@@ -119,8 +134,10 @@ impl PyArchiveWriter {
         frozen.sort_unstable();
         let mut codes = open.codes;
         codes.sort_unstable();
+        // (Objects are allocated in increasing order: the list is sorted.)
+        let listed = open.transient.as_deref().unwrap_or(&[]);
         // The lists end the span (read with it at load, not with the tables at open).
-        let lists = encode_span_lists(&frozen, &codes);
+        let lists = encode_span_lists(&frozen, &codes, listed);
         let at = self.arena.alloc(lists.len(), 8);
         self.put(at, &lists);
         // (A span over 4 GiB cannot be described; the self-check before publishing refuses it.)
@@ -130,7 +147,13 @@ impl PyArchiveWriter {
             codes.len(),
             open.objects,
             rel,
+            open.transient.is_some(),
         ))
+    }
+
+    /// The span being written (`None` between spans).
+    pub fn open_span(&self) -> Option<SpanId> {
+        self.open.as_ref().map(|o| o.id)
     }
 
     fn open(&mut self) -> &mut OpenSpan {
@@ -150,10 +173,24 @@ impl PyArchiveWriter {
         let total = size + if gc_head { l.gc_head } else { 0 };
         let base = self.arena.alloc(total.next_multiple_of(8), 8);
         let obj = base + if gc_head { l.gc_head as u64 } else { 0 };
-        self.put_u64(obj, l.refcnt);
+        let transient = self.open().transient.is_some();
+        self.put_u64(
+            obj,
+            if transient {
+                l.transient_refcnt
+            } else {
+                l.refcnt
+            },
+        );
         let ty = self.types[tag as usize - 1];
         self.arena.set_external(obj + l.ob_type as u64, ty);
-        self.open().objects += 1;
+        // (The span's size is checked before publishing; an offset past 4 GiB fails there.)
+        let rel = u32::try_from(obj - self.open().start).unwrap_or(u32::MAX);
+        let open = self.open();
+        open.objects += 1;
+        if let Some(list) = &mut open.transient {
+            list.push(rel);
+        }
         obj
     }
 

@@ -3,6 +3,7 @@
 
 use pycds_arena::{Archive, ExternId, SpanId};
 use pycds_pyformat::layout::CodeField;
+use pycds_pyformat::meta::single_dependency;
 use pycds_pyformat::{
     Checker, ExternKind, ExternTable, Fingerprint, ObjRef, Planner, PyArchiveWriter, PyVersion,
     StrData,
@@ -124,7 +125,7 @@ fn check_all(bytes: &[u8], v: PyVersion) -> Result<usize, String> {
             .map(|r| (r.object, r.meta.first() == Some(&1)))
             .collect();
         let plan = checker
-            .check_span(&view, &externs, &roots)
+            .check_span(&view, &externs, &roots, single_dependency(&a, SpanId(i)))
             .map_err(|e| e.to_string())?;
         // The planner (used when objects are trusted) computes the same plan.
         let trusted = Planner::new(v.layout())
@@ -168,7 +169,7 @@ fn interned_strings_are_one_extern_per_archive_and_the_plan_lists_frozensets() {
     // co_qualname and the frozenset members tuple all refer to the extern.
     assert!(!view.bytes().windows(4).any(|w| w == b"spam"));
     let plan = Checker::new(v.layout())
-        .check_span(&view, &externs, &[(root.object, false)])
+        .check_span(&view, &externs, &[(root.object, false)], None)
         .unwrap();
     assert_eq!(plan.frozen.len(), 1);
     assert_eq!(plan.codes.len(), 1);

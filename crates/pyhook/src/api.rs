@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping};
 
-use crate::dump::Dumper;
+use crate::dump::{Dumper, ModuleSplit};
 use crate::error::{HookError, HookResult};
 use crate::load::{verify_bytes, LoadedArchive};
 use crate::modmeta::{self, Cached, ModuleKind, ModuleMeta};
@@ -23,20 +23,30 @@ use crate::probe::runtime;
 /// Code objects are archived from a never-executed copy (a `marshal` round trip) unless
 /// `fresh=False` says the values are code objects that never ran (e.g. just unmarshalled
 /// from a `.pyc`, as the import hook's dump does).
+///
+/// `split=True` (the import hook's dumps) archives each module code object in two spans:
+/// what a normal import keeps after the body ran, and the module and class-body code it
+/// frees then, which the loader gives back to the system once the body has run
+/// (`CDSLoader.exec_module`, `Archive.release`).
 #[pyfunction]
-#[pyo3(signature = (path, items, strict = true, fresh = true))]
+#[pyo3(signature = (path, items, strict = true, fresh = true, split = false))]
 pub fn write_archive<'py>(
     py: Python<'py>,
     path: PathBuf,
     items: Vec<(String, Bound<'py, PyAny>, Vec<u8>)>,
     strict: bool,
     fresh: bool,
+    split: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let rt = runtime(py)?;
     let mut w = PyArchiveWriter::new(rt.layout, &rt.fingerprint, b"");
     let skipped = PyList::empty(py);
     let mut seen = std::collections::HashSet::new();
     let mut written = 0usize;
+    // Modules split into a kept and a transient span: every module's kept span first, then
+    // every transient span (in the same order), so that the transient spans are contiguous
+    // and the pages the loader gives back after the bodies ran are whole.
+    let mut later = Vec::new();
     for (name, value, meta) in items {
         if !seen.insert(name.clone()) {
             return Err(PyKeyError::new_err(format!("duplicate root name {name:?}")));
@@ -53,15 +63,34 @@ pub fn write_archive<'py>(
         } else {
             value
         };
-        w.begin_span();
-        let r = {
-            let mut d = Dumper::new(py, &mut w, &name);
-            d.object(&value)
+        let parts = if split {
+            ModuleSplit::of(&value)?
+        } else {
+            None
         };
-        // check_supported accepted the value, so the walk cannot fail on types; any other
+        w.begin_span();
+        // check_supported accepted the value, so the walks cannot fail on types; any other
         // failure aborts the whole archive (the writer has an open span).
-        let r = r?;
+        if let Some(parts) = parts {
+            let mut d = Dumper::new(py, &mut w, &name);
+            for k in parts.kept() {
+                d.object(k)?;
+            }
+            let memo = d.into_memo();
+            let span = w.end_span();
+            later.push((name, value, meta, parts, memo, span));
+            continue;
+        }
+        let r = Dumper::new(py, &mut w, &name).object(&value)?;
         w.add_root(name.as_bytes(), r, &meta)
+            .map_err(HookError::from)?;
+        w.end_span();
+        written += 1;
+    }
+    for (name, value, meta, parts, memo, span) in &later {
+        w.begin_transient_span(*span);
+        let r = Dumper::transient(py, &mut w, name, parts, memo).object(value)?;
+        w.add_root(name.as_bytes(), r, meta)
             .map_err(HookError::from)?;
         w.end_span();
         written += 1;
@@ -101,7 +130,7 @@ pub fn save(py: Python<'_>, path: PathBuf, roots: &Bound<'_, PyAny>) -> PyResult
         let v = m.get_item(&k)?;
         items.push((name, v, Vec::new()));
     }
-    write_archive(py, path, items, true, true)?;
+    write_archive(py, path, items, true, true, false)?;
     Ok(())
 }
 
@@ -202,7 +231,25 @@ impl Archive {
             "fixup_seconds",
             s.fixup_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
         )?;
+        d.set_item("released", s.released.load(Ordering::Relaxed))?;
+        d.set_item("released_bytes", s.released_bytes.load(Ordering::Relaxed))?;
+        d.set_item("kept", s.kept.load(Ordering::Relaxed))?;
         Ok(d)
+    }
+
+    /// Give back the memory of module `name`'s body and class-body code (the archive's
+    /// *transient* span of the module) once the body has run, if nothing holds any of it:
+    /// the moment a normal import frees the same objects. Returns whether it did; `False`
+    /// when something still holds them (they stay, for good), when `name` has no transient
+    /// span (archives written with `split=False`, non-module roots) or it is not loaded.
+    /// Afterwards `archive[name]` raises `KeyError` and `get` returns the default (its
+    /// metadata stays: `name in archive`, `keys()` and `meta(name)` still show it).
+    /// The import hook's loader calls it after `exec_module`.
+    fn release(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        Ok(matches!(
+            self.inner.release(py, name)?,
+            crate::load::Release::Released(_)
+        ))
     }
 
     fn __repr__(&self) -> String {

@@ -10,9 +10,9 @@
 //! memory, each with the layout fact that makes the read in bounds.
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use pycds_pyformat::layout::state;
+use pycds_pyformat::layout::{state, CodeField};
 use pycds_pyformat::{Layout, ObjRef, PyArchiveWriter, StrData, TypeTag};
 use pyo3::ffi as pyffi;
 use pyo3::prelude::*;
@@ -24,21 +24,91 @@ use crate::ffi;
 /// marshal's own depth limit.
 const MAX_DEPTH: usize = 2000;
 
+/// `CO_NEWLOCALS`: set on the code of functions (and lambdas, generators, comprehension
+/// functions), never on module or class-body code.
+const CO_NEWLOCALS: i32 = 0x2;
+
+/// A module's code split into what a normal import keeps once the body has run and what
+/// it frees: the *transient* code objects (the module's own code and, through `co_consts`,
+/// the bodies of its classes, recursively: code without `CO_NEWLOCALS`, which only the
+/// body's single execution uses) and the *kept* roots (every other constant those code
+/// objects hold: functions' code, docstrings, tuples, numbers, frozenset members).
+/// The kept roots are written into the module's ordinary span first; the transient code,
+/// with its private fields and `co_consts` tuples, into a transient span depending on it
+/// ([`PyArchiveWriter::begin_transient_span`]).
+pub struct ModuleSplit<'py> {
+    /// Addresses of the transient code objects.
+    transient: HashSet<usize>,
+    /// The kept roots, in walk order.
+    kept: Vec<Bound<'py, PyAny>>,
+}
+
+fn code_flags(o: &Bound<'_, PyAny>) -> HookResult<i32> {
+    Ok(o.getattr("co_flags")?.extract()?)
+}
+
+impl<'py> ModuleSplit<'py> {
+    /// The split of `value` if it is module code (a code object without `CO_NEWLOCALS`);
+    /// `None` for anything else (archived whole, in one span).
+    pub fn of(value: &Bound<'py, PyAny>) -> HookResult<Option<ModuleSplit<'py>>> {
+        let code_type = ffi::type_object(TypeTag::Code);
+        if !is_type(value, code_type) || code_flags(value)? & CO_NEWLOCALS != 0 {
+            return Ok(None);
+        }
+        let mut transient = HashSet::new();
+        let mut kept = Vec::new();
+        let mut stack = vec![value.clone()];
+        transient.insert(value.as_ptr() as usize);
+        while let Some(code) = stack.pop() {
+            for item in code.getattr("co_consts")?.try_iter()? {
+                let item = item?;
+                if is_type(&item, code_type) && code_flags(&item)? & CO_NEWLOCALS == 0 {
+                    if transient.insert(item.as_ptr() as usize) {
+                        stack.push(item);
+                    }
+                } else if is_type(&item, ffi::frozenset_type()) {
+                    // The members tuple goes with the tuple holding the frozenset (the
+                    // set itself is built at load); the members are kept.
+                    for m in item.try_iter()? {
+                        kept.push(m?);
+                    }
+                } else {
+                    kept.push(item);
+                }
+            }
+        }
+        Ok(Some(ModuleSplit { transient, kept }))
+    }
+
+    /// The kept roots (write them into the module's span with [`Dumper::object`]).
+    pub fn kept(&self) -> &[Bound<'py, PyAny>] {
+        &self.kept
+    }
+}
+
+/// Writing a transient span: the module's kept objects (already written into its span)
+/// and which code objects are transient.
+struct Transient<'s> {
+    module: &'s HashMap<usize, ObjRef>,
+    codes: &'s HashSet<usize>,
+}
+
 /// One walk over the objects of one span.
-pub struct Dumper<'w, 'py> {
+pub struct Dumper<'w, 'py, 's> {
     py: Python<'py>,
     w: &'w mut PyArchiveWriter,
     layout: &'static Layout,
     memo: HashMap<usize, ObjRef>,
     root: String,
     path: Vec<String>,
+    transient: Option<Transient<'s>>,
 }
 
 fn is_type(o: &Bound<'_, PyAny>, t: *mut pyffi::PyTypeObject) -> bool {
     ffi::type_of(o.as_ptr()) == t
 }
 
-impl<'w, 'py> Dumper<'w, 'py> {
+impl<'w, 'py, 's> Dumper<'w, 'py, 's> {
     /// A walker writing into the open span of `w`, for the root named `root`.
     pub fn new(py: Python<'py>, w: &'w mut PyArchiveWriter, root: &str) -> Self {
         let layout = w.layout();
@@ -49,7 +119,72 @@ impl<'w, 'py> Dumper<'w, 'py> {
             memo: HashMap::new(),
             root: root.to_owned(),
             path: Vec::new(),
+            transient: None,
         }
+    }
+
+    /// A walker writing the transient span (open in `w`) of module `root`, whose kept
+    /// objects were written into its span by a walker that [`Dumper::into_memo`] returned
+    /// `module` for.
+    pub fn transient(
+        py: Python<'py>,
+        w: &'w mut PyArchiveWriter,
+        root: &str,
+        split: &'s ModuleSplit<'py>,
+        module: &'s HashMap<usize, ObjRef>,
+    ) -> Self {
+        let mut d = Dumper::new(py, w, root);
+        d.transient = Some(Transient {
+            module,
+            codes: &split.transient,
+        });
+        d
+    }
+
+    /// What this walker wrote, by address of the live object.
+    pub fn into_memo(self) -> HashMap<usize, ObjRef> {
+        self.memo
+    }
+
+    /// An item of a transient code object's `co_consts`: the module's kept object, or
+    /// (transient code, a frozenset's members tuple) written here.
+    fn const_item(&mut self, o: &Bound<'py, PyAny>) -> HookResult<ObjRef> {
+        let key = o.as_ptr() as usize;
+        if let Some(t) = &self.transient {
+            if let Some(r) = t.module.get(&key) {
+                return Ok(*r);
+            }
+        }
+        if let Some(r) = self.memo.get(&key) {
+            return Ok(*r);
+        }
+        if !is_type(o, ffi::frozenset_type()) {
+            return self.object(o);
+        }
+        let s = o.cast::<PyFrozenSet>().map_err(PyErr::from)?;
+        let mut items = Vec::with_capacity(s.len());
+        for (i, it) in s.iter().enumerate() {
+            self.path.push(format!("{{member {i}}}"));
+            let r = self.const_item(&it);
+            self.path.pop();
+            items.push(r?);
+        }
+        let r = self.w.frozenset_obj(&items).map_err(|e| self.err(e))?;
+        self.memo.insert(key, r);
+        Ok(r)
+    }
+
+    /// The `co_consts` tuple of a transient code object.
+    fn consts(&mut self, o: &Bound<'py, PyAny>) -> HookResult<ObjRef> {
+        let t = o.cast::<PyTuple>().map_err(PyErr::from)?;
+        let mut items = Vec::with_capacity(t.len());
+        for (i, it) in t.iter().enumerate() {
+            self.path.push(format!("[{i}]"));
+            let r = self.const_item(&it);
+            self.path.pop();
+            items.push(r?);
+        }
+        self.w.tuple_obj(&items).map_err(|e| self.err(e))
     }
 
     /// A never-executed deep copy of `value` when it contains code objects (through a
@@ -277,6 +412,10 @@ impl<'w, 'py> Dumper<'w, 'py> {
         // verified at start-up).
         let raw = unsafe { ffi::object_bytes(p, size) };
         let name: String = o.getattr("co_qualname")?.extract()?;
+        let transient = self
+            .transient
+            .as_ref()
+            .is_some_and(|t| t.codes.contains(&(p as usize)));
         let mut fields = [ObjRef::Internal(0); 9];
         for (i, (off, f)) in l
             .code
@@ -294,7 +433,11 @@ impl<'w, 'py> Dumper<'w, 'py> {
             // SAFETY: `ptr` is a live object owned by `o`.
             let child = unsafe { Bound::from_borrowed_ptr(self.py, ptr) };
             self.path.push(format!(" code {name:?}.{}", f.attr()));
-            let r = self.object(&child);
+            let r = if transient && f == CodeField::Consts {
+                self.consts(&child)
+            } else {
+                self.object(&child)
+            };
             self.path.pop();
             fields[i] = r?;
         }

@@ -19,7 +19,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use pycds_arena::{LoadError, LoadStrategy, LoadedArena, SpanId};
-use pycds_pyformat::meta::{decode_root_meta, span_roots, RootKind};
+use pycds_pyformat::meta::{
+    check_order, decode_root_meta, single_dependency, span_roots, RootKind,
+};
 use pycds_pyformat::profile::split_archive_meta;
 use pycds_pyformat::{Checker, ExternKind, ExternTable, Planner, SpanPlan};
 use pyo3::ffi as pyffi;
@@ -33,6 +35,8 @@ const UNLOADED: u8 = 0;
 const LOADING: u8 = 1;
 const READY: u8 = 2;
 const FAILED: u8 = 3;
+/// A transient span given back after its module body ran ([`LoadedArchive::release`]).
+const RELEASED: u8 = 4;
 
 /// Load statistics.
 #[derive(Debug, Default)]
@@ -49,12 +53,29 @@ pub struct LoadStats {
     pub check_nanos: AtomicU64,
     /// of which: frozensets and code versions after relocation
     pub fixup_nanos: AtomicU64,
+    /// transient spans given back after their module body ran
+    pub released: AtomicU64,
+    /// bytes of memory given back with them
+    pub released_bytes: AtomicU64,
+    /// transient spans kept because something still held their objects after the body ran
+    pub kept: AtomicU64,
+}
+
+/// What [`LoadedArchive::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The span was given back (with this many bytes of memory).
+    Released(u64),
+    /// Something still holds one of its objects (or instrumented its code): kept.
+    Kept,
+    /// Nothing to do: no such root, not a transient span, not loaded, or released already.
+    NotApplicable,
 }
 
 /// How [`LoadedArchive`] vets a span's objects before relocating them.
 enum Vetting {
     /// Check every object ([`Checker`]): for archives of unknown origin.
-    Check(Checker),
+    Check(Box<Checker>),
     /// Trust the objects (checked when the archive was written; the span's integrity is
     /// still verified) and only compute the fix-up plan ([`Planner`]).
     Plan(Planner),
@@ -123,7 +144,7 @@ impl LoadedArchive {
             span_roots,
             status,
             vetting: Mutex::new(if check_objects {
-                Vetting::Check(Checker::new(rt.layout))
+                Vetting::Check(Box::new(Checker::new(rt.layout)))
             } else {
                 Vetting::Plan(Planner::new(rt.layout))
             }),
@@ -164,6 +185,13 @@ impl LoadedArchive {
             return Ok(None);
         };
         let (kind, _) = decode_root_meta(root.meta)?;
+        let released = self
+            .status
+            .get(root.span.0 as usize)
+            .is_some_and(|s| s.load(Ordering::Acquire) == RELEASED);
+        if released {
+            return Ok(None);
+        }
         self.ensure_span(py, root.span)?;
         let base = self.arena.base();
         let mut ptr = base
@@ -179,6 +207,110 @@ impl LoadedArchive {
         // SAFETY: `ptr` is a live object: either in a READY span of a leaked arena or a
         // runtime object the archive holds a reference to; GIL held.
         Ok(Some(unsafe { Bound::from_borrowed_ptr(py, ptr) }))
+    }
+
+    /// Give back the memory of root `name`'s span if it is a transient span (a module's
+    /// body and class-body code, see `pycds_pyformat::meta`) that is loaded and that
+    /// nothing holds any more: every object still has the reference count it was written
+    /// with, and no code object has gained runtime state (`co_extra`, weak references,
+    /// cached `co_code`, monitoring or tracing data, executors). This is the moment a normal
+    /// import frees the same objects: the loader calls it once the module body has run.
+    /// Afterwards the root is gone ([`LoadedArchive::get`] returns `None`, and the import
+    /// hook imports the module normally if it is imported again).
+    pub fn release(&self, _py: Python<'_>, name: &str) -> HookResult<Release> {
+        let Some(root) = self.arena.archive().find_root(name.as_bytes()) else {
+            return Ok(Release::NotApplicable);
+        };
+        let id = root.span;
+        let Some(st) = self.status.get(id.0 as usize) else {
+            return Ok(Release::NotApplicable);
+        };
+        if st.load(Ordering::Acquire) != READY {
+            return Ok(Release::NotApplicable);
+        }
+        let Some(info) = self.arena.archive().span(id) else {
+            return Ok(Release::NotApplicable);
+        };
+        let base = self.arena.base();
+        // The span's lists, copied out (the planner or checker validated them when the span
+        // loaded: every listed offset starts an object of the span, every code offset a
+        // code object whose fixed part lies inside it, every frozenset offset a slot).
+        let (listed, codes, frozen) = {
+            // SAFETY: the span is READY: loaded into the leaked arena, whose memory stays
+            // mapped; `[start, start + len)` is the span (arena tables). With the GIL held
+            // (`_py`) nothing writes the span while this slice lives: its objects' writers
+            // (the interpreter) need the GIL, and the slice is dropped before this function
+            // calls into Python.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    base.add(info.start as usize).cast_const(),
+                    info.len as usize,
+                )
+            };
+            let meta = pycds_pyformat::meta::SpanMeta::parse(info.meta, bytes)?;
+            if !meta.transient() {
+                return Ok(Release::NotApplicable);
+            }
+            (
+                meta.listed()
+                    .map(|r| info.start + u64::from(r))
+                    .collect::<Vec<_>>(),
+                meta.codes()
+                    .map(|r| info.start + u64::from(r))
+                    .collect::<Vec<_>>(),
+                meta.frozen()
+                    .map(|r| info.start + u64::from(r))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let l = self.rt.layout;
+        let read = |off: u64| {
+            // SAFETY: every offset read is an object of the READY span (listed, validated at
+            // load) or a runtime field inside the fixed part of one of its code objects (the
+            // code list, validated at load: the fixed part lies inside the span); the 8-byte
+            // word read around a 2-byte field starts at the field's 8-aligned word, inside
+            // the same fixed part; GIL held.
+            unsafe { ffi::span_read(base, off) }
+        };
+        let untouched = listed.iter().all(|&o| read(o) == l.transient_refcnt)
+            && codes.iter().all(|&c| {
+                l.code.zeroed_words.iter().all(|&w| read(c + w as u64) == 0)
+                    && l.code.zeroed_i16.iter().all(|&h| {
+                        let at = c + h as u64;
+                        (read(at & !7) >> (8 * (at & 7))) as u16 == 0
+                    })
+            });
+        if !untouched {
+            self.stats.kept.fetch_add(1, Ordering::Relaxed);
+            return Ok(Release::Kept);
+        }
+        st.store(RELEASED, Ordering::Release);
+        // The frozensets built at load for the span's tuples: one reference each, which
+        // the span's slots held (as a freed `co_consts` tuple would drop it).
+        let mut sets: Vec<u64> = frozen
+            .iter()
+            // SAFETY: frozenset slots of the span (validated at load).
+            .map(|&s| unsafe { ffi::span_read(base, s) })
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        // SAFETY: the span's own objects are not referenced from anywhere (their counts are
+        // what the archive wrote: no reference was ever taken that was not given back) and
+        // have no runtime state pointing elsewhere (checked above); no loaded span depends
+        // on a transient span (the load check refuses such a dependency), so no pointer into
+        // it remains; its root is marked released first, so the archive hands out nothing of
+        // it again; GIL held.
+        let given = unsafe { self.arena.release_span(id) }?;
+        for s in sets {
+            // SAFETY: `s` is a frozenset the loader created for this span and whose one
+            // reference the span's slots held (`apply`); GIL held.
+            unsafe { pyffi::Py_DECREF(s as *mut pyffi::PyObject) };
+        }
+        self.stats.released.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .released_bytes
+            .fetch_add(given, Ordering::Relaxed);
+        Ok(Release::Released(given))
     }
 
     /// Make span `id` ready: verified, checked, relocated, fixed up.
@@ -214,22 +346,44 @@ impl LoadedArchive {
     }
 
     fn load_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
-        let roots: &[(u64, bool)] = self
-            .span_roots
-            .get(id.0 as usize)
-            .map(|v| &v[..])
-            .unwrap_or(&[]);
         let mut plan: Option<SpanPlan> = None;
+        let mut dep_plans: Vec<SpanPlan> = Vec::new();
         {
             let mut vetting = self.vetting.lock().unwrap_or_else(|e| e.into_inner());
             let externs = &self.externs;
             let stats = &self.stats;
+            let archive = self.arena.archive();
+            let span_roots = &self.span_roots;
             let mut check = |view: &pycds_arena::SpanView<'_>| -> Result<(), HookError> {
                 let t = Instant::now();
-                plan = Some(match &mut *vetting {
-                    Vetting::Check(c) => c.check_span(view, externs, roots)?,
+                // (Called for `id`, then for each dependency not loaded yet: a transient
+                // span's module span. The plan kept is `id`'s.)
+                let roots: &[(u64, bool)] = span_roots
+                    .get(view.id().0 as usize)
+                    .map(|v| &v[..])
+                    .unwrap_or(&[]);
+                // Only transient spans may be given back; nothing may depend on one.
+                for d in archive.span(view.id()).iter().flat_map(|s| s.deps.iter()) {
+                    let meta = archive.span(d).map_or(&[][..], |s| s.meta);
+                    if meta.starts_with(pycds_pyformat::meta::TRANSIENT_MAGIC) {
+                        return Err(HookError::Format(
+                            pycds_pyformat::PyFormatError::BadSpanMeta {
+                                what: "a span depends on a transient span",
+                            },
+                        ));
+                    }
+                }
+                let p = match &mut *vetting {
+                    Vetting::Check(c) => {
+                        c.check_span(view, externs, roots, single_dependency(archive, view.id()))?
+                    }
                     Vetting::Plan(p) => p.plan_span(view, externs, roots)?,
-                });
+                };
+                if view.id() == id {
+                    plan = Some(p);
+                } else {
+                    dep_plans.push(p);
+                }
                 stats
                     .check_nanos
                     .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -255,21 +409,30 @@ impl LoadedArchive {
                     LoadError::Arena(a) => HookError::Arena(a),
                     LoadError::Client(c) => c,
                 })?;
+            if let Vetting::Check(c) = &mut *vetting {
+                // References of a transient span into its module's span were checked
+                // against that span's objects (its check follows in load order).
+                c.finish()?;
+            }
         }
         let Some(plan) = plan else {
             return Err(HookError::Interpreter(
                 "span was loaded outside pycds's control".into(),
             ));
         };
-        let t = Instant::now();
-        self.apply(py, &plan)?;
-        self.stats
-            .fixup_nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.stats.spans.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .objects
-            .fetch_add(plan.objects as u64, Ordering::Relaxed);
+        // Dependencies (a transient span's module span) were relocated first: their
+        // fix-ups come first too.
+        for p in dep_plans.iter().chain([&plan]) {
+            let t = Instant::now();
+            self.apply(py, p)?;
+            self.stats
+                .fixup_nanos
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.spans.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .objects
+                .fetch_add(p.objects as u64, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -399,12 +562,20 @@ pub fn verify_bytes(bytes: &[u8]) -> HookResult<VerifyReport> {
     let span_roots = span_roots(&a)?;
     let mut checker = Checker::new(version.layout());
     let mut objects = 0;
-    for i in 0..a.span_count() {
-        let view = a.verify_span(SpanId(i))?;
+    // (A module's span is checked right after its transient span, which refers into it;
+    // every span is checked at least once.)
+    for id in check_order(&a) {
+        let view = a.verify_span(id)?;
         objects += checker
-            .check_span(&view, &externs, &span_roots[i as usize])?
+            .check_span(
+                &view,
+                &externs,
+                &span_roots[id.0 as usize],
+                single_dependency(&a, id),
+            )?
             .objects;
     }
+    checker.finish()?;
     // Every span passed; the full check adds what no span covers (ARENA-SEC-008).
     a.verify_all()?;
     Ok(VerifyReport {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use pycds_arena::{Archive, SpanId};
 use pycds_pyformat::layout::CodeField;
+use pycds_pyformat::meta::single_dependency;
 use pycds_pyformat::{
     Checker, ExternKind, ExternTable, Fingerprint, ObjRef, PyArchiveWriter, PyFormatError,
     PyVersion, StrData,
@@ -122,7 +123,12 @@ fn self_check(v: PyVersion, bytes: &[u8]) -> Result<usize, String> {
     for i in 0..a.span_count() {
         let view = a.verify_span(SpanId(i)).map_err(|e| e.to_string())?;
         let plan = checker
-            .check_span(&view, &externs, &roots[i as usize])
+            .check_span(
+                &view,
+                &externs,
+                &roots[i as usize],
+                single_dependency(&a, SpanId(i)),
+            )
             .map_err(|e| e.to_string())?;
         pycds_fuzz::assert_plan_sound(&view, &plan, v.layout());
         objects += plan.objects;
