@@ -10,13 +10,15 @@ dumps each workload's archive as it does. Then, per workload:
   after the workload) and sums the PSS of every mapping of ``/proc/PID/smaps`` by class:
   anonymous memory (``[heap]``, pymalloc arenas, stacks, and with pycds the archive's
   mapping: span heap and the tables read at open), the ``_pycds`` extension, other files;
-* takes the size of the tables the Read strategy reads at open (every section but BITMAPS,
-  from the archive's section table);
-* estimates what a normal import frees once a module body has run and an archive keeps
-  (loaded objects are immortal): module and class-body code objects with their bytecode,
-  line and exception tables, and their ``co_consts``, ``co_names`` and ``co_varnames``
-  tuples (sizes from ``sys.getsizeof`` in a plain process that compiled each imported
-  module's source; each object counted once).
+* takes the size of the tables the Read strategy keeps in memory after open (every section
+  but BITMAPS, less the whole pages of the extern names it leaves in the file; from the
+  archive's section, extern and root tables);
+* estimates what a normal import frees once a module body has run (module and class-body
+  code objects with their bytecode, line and exception tables, and their ``co_consts``,
+  ``co_names`` and ``co_varnames`` tuples; sizes from ``sys.getsizeof`` in a plain process
+  that compiled each imported module's source; each object counted once), and reports what
+  pycds gave back of the same (its transient spans released after the bodies ran, and the
+  bodies it kept because something held them: ``pycds.stats()`` of one SHARE run).
 
 Prints a markdown table of per-process averages (KiB). Linux only.
 """
@@ -65,14 +67,34 @@ print(mods, by_kind[True], by_kind[False])
 """
 
 
-def tables_read(img):
-    """Bytes of the tables the Read strategy reads at open: every section but BITMAPS (read
+# In a SHARE process after the workload: bodies given back and kept, bytes given back.
+_RELEASED = r"""
+import pycds as _p
+_s = _p.stats()["load"]
+print(_s["released"], _s["kept"], _s["released_bytes"])
+"""
+
+
+def tables_kept(img, page=4096):
+    """Bytes of the tables the Read strategy keeps in memory after open: every section but
+    BITMAPS, less the whole pages of the range of STRINGS holding the extern names, which it
+    leaves in the file when that range spans two pages or more and holds no root name (read
     with the project's independent reader, ``spec/reader/arena_reader.py``)."""
     with open(img, "rb") as f:
         arena = arena_reader.Arena(f.read())
     bitmaps = arena.by_kind.get(arena_reader.BITMAPS)
-    return arena.header.tables_len - (bitmaps.length if bitmaps else 0)
-
+    read = arena.header.tables_len - (bitmaps.length if bitmaps else 0)
+    strings = arena.by_kind.get(arena_reader.STRINGS)
+    if not arena.externs or strings is None:
+        return read
+    lo = min(e.name_off for e in arena.externs)
+    hi = max(e.name_off + e.name_len for e in arena.externs)
+    if hi - lo < 2 * page or any(r.name_off < hi and r.name_off + r.name_len > lo
+                                 for r in arena.roots):
+        return read
+    first = -(-(strings.offset + lo) // page) * page
+    last = (strings.offset + hi) // page * page
+    return read - max(0, last - first)
 
 def classify(pid):
     """PSS KiB of process ``pid`` by mapping class."""
@@ -116,8 +138,11 @@ def measure(args, version, req):
                           matrix.clean_env(PYCDSMODE="SHARE", PYCDSARCHIVE=img), args.procs)
         out = matrix.sh([base, "-c", code + "\n" + _TRANSIENT], env=matrix.clean_env()).stdout
         mods, module_bodies, class_bodies = map(int, out.split()[-3:])
-        rows.append((wl, plain, share, tables_read(img) / 1024, mods,
-                     module_bodies / 1024, class_bodies / 1024))
+        out = matrix.sh([pyc, "-c", code + "\n" + _RELEASED],
+                        env=matrix.clean_env(PYCDSMODE="SHARE", PYCDSARCHIVE=img)).stdout
+        released, kept, given = map(int, out.split()[-3:])
+        rows.append((wl, plain, share, tables_kept(img) / 1024, mods,
+                     module_bodies / 1024, class_bodies / 1024, released, kept, given / 1024))
         matrix.log("%s %s done" % (version, wl))
     return rows
 
@@ -132,24 +157,27 @@ def main():
     args = ap.parse_args()
     req = os.path.join(args.workloads_dir, "requirements.txt")
     print("Per-process averages of %d concurrent processes, KiB. *anon*: all anonymous memory "
-          "(with pycds including the archive's mapping); *transient*: what a normal import frees "
-          "once each module body has run and an archive keeps (module and class-body code "
+          "(with pycds including the archive's mapping); *bodies in a plain import*: what a "
+          "normal import frees once each module body has run (module and class-body code "
           "objects with their bytecode, line tables and tuples), estimated in a plain process; "
-          "*tables*: the archive tables read at open; *rest*: the difference minus transient, "
-          "tables and the `_pycds` extension.\n" % args.procs)
+          "*given back*: pycds's transient spans released after the bodies ran (modules; bodies "
+          "kept because something held them) and the memory returned; *tables*: the archive "
+          "tables kept in memory after open; *rest*: the difference minus tables and the "
+          "`_pycds` extension.\n" % args.procs)
     print("| version | workload | PSS plain | PSS pycds | difference | anon plain / pycds "
-          "| transient: module + class bodies (modules) | tables | `_pycds` | rest |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| bodies in a plain import: module + class (modules) | given back: modules (kept), KiB "
+          "| tables | `_pycds` | rest |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for version in args.versions:
-        for wl, plain, share, tables, mods, mod_b, cls_b in measure(args, version, req):
+        for (wl, plain, share, tables, mods, mod_b, cls_b, released, kept,
+             given) in measure(args, version, req):
             tp, ts = sum(plain.values()), sum(share.values())
             diff = ts - tp
-            transient = mod_b + cls_b
             print("| %s | %s | %.0f | %.0f | %+.0f | %.0f / %.0f | %.0f = %.0f + %.0f (%d) "
-                  "| %.0f | %.0f | %+.0f |" % (
-                      version, wl, tp, ts, diff, plain["anon"], share["anon"], transient,
-                      mod_b, cls_b, mods, tables, share["_pycds"],
-                      diff - transient - tables - share["_pycds"]))
+                  "| %d (%d), %.0f | %.0f | %.0f | %+.0f |" % (
+                      version, wl, tp, ts, diff, plain["anon"], share["anon"],
+                      mod_b + cls_b, mod_b, cls_b, mods, released, kept, given, tables,
+                      share["_pycds"], diff - tables - share["_pycds"]))
             sys.stdout.flush()
 
 

@@ -22,7 +22,7 @@ use memmap2::{MmapMut, MmapOptions};
 use zerocopy::FromBytes;
 
 use crate::error::{ArenaError, ErrorKind};
-use crate::layout::{Header, HEADER_LEN, SECTION_ENTRY_LEN};
+use crate::layout::{self, Header, HEADER_LEN, SECTION_ENTRY_LEN};
 use crate::read::{for_each_slot, try_for_each_slot, Archive, SpanView};
 use crate::validate;
 use crate::write::{ExternId, SpanId};
@@ -53,6 +53,10 @@ const LOADING: u8 = 1;
 const LOADED: u8 = 2;
 const FAILED: u8 = 3;
 const RELEASED: u8 = 4;
+
+/// An extern cell listed for resolution by the relocation in progress (never an address the
+/// resolver may return).
+const PENDING: u64 = u64::MAX;
 
 thread_local! {
     /// Address of the arena whose load lock this thread holds (0 = none): detects re-entrant
@@ -125,6 +129,8 @@ pub struct LoadedArena {
     //   is never written (the Read strategy reads bitmap pairs into buffers of its own);
     // - `externs[i]` is 0 or the non-zero address resolved for extern i (written under `lock`).
     archive: Archive<'static>,
+    /// Read strategy: where the extern names stay in the file (not in memory).
+    names: Option<NamesOnDisk>,
     states: Box<[AtomicU8]>,
     externs: Box<[AtomicU64]>,
     lock: Mutex<()>,
@@ -252,6 +258,189 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// Bytes per checksummed chunk of the extern names left in the file.
+const NAME_CHUNK: usize = 256;
+
+/// The extern names the Read strategy leaves in the file: after the STRINGS section's CRC
+/// passed at open, the range `[lo, lo + len)` of STRINGS holding every extern name (and no root
+/// name) is given back to the system, with a CRC-32 per [`NAME_CHUNK`] bytes, so the names a
+/// span needs when it loads are read again, checked against the bytes validated at open.
+/// Interned-string names are most of a large archive's tables (W3 on 3.12: 397 of 757 KB);
+/// every process would otherwise keep a private copy of names it uses once.
+#[derive(Debug)]
+struct NamesOnDisk {
+    /// File offset of the STRINGS section.
+    strings_off: u64,
+    /// STRINGS-relative start and length of the range.
+    lo: u64,
+    len: u64,
+    /// CRC-32 of each chunk of the range (the last one may be short).
+    crcs: Vec<u32>,
+}
+
+/// Names read back from the file: chunks `[first, first + n)` of [`NamesOnDisk`], in order.
+struct NameBuf {
+    /// STRINGS-relative offset of `data[0]`.
+    at: u64,
+    data: Vec<u8>,
+}
+
+impl NameBuf {
+    fn get(&self, name_off: u64, name_len: u64) -> Option<&[u8]> {
+        let from = usize::try_from(name_off.checked_sub(self.at)?).ok()?;
+        self.data
+            .get(from..from.checked_add(usize::try_from(name_len).ok()?)?)
+    }
+}
+
+impl NamesOnDisk {
+    /// Leaves the extern names of the tables just read into `mem` (Read strategy, before
+    /// validation) in the file: `None` (keep everything) when the STRINGS CRC fails (validation
+    /// then reports it), when an entry is out of bounds, when a root name lies among the extern
+    /// names, or when the range is under two pages.
+    fn leave_in_file(mem: &mut MmapMut, header: &Header) -> Option<NamesOnDisk> {
+        use crate::layout::{ExternEntry, RootEntry, SectionEntry, SECTION_EXTERNS, SECTION_ROOTS};
+        let st = section_table(mem, header)?;
+        let find = |kind| validate::section_range(header, st, kind);
+        let (s_off, s_len) = find(layout::SECTION_STRINGS)?;
+        let (e_off, e_len) = find(SECTION_EXTERNS)?;
+        let (r_off, r_len) = find(SECTION_ROOTS)?;
+        let crc = <[SectionEntry]>::ref_from_bytes(st)
+            .ok()?
+            .iter()
+            .find(|e| e.kind.get() == layout::SECTION_STRINGS)?
+            .crc
+            .get();
+        let get = |off: u64, len: u64| {
+            let off = usize::try_from(off).ok()?;
+            mem.get(off..off.checked_add(usize::try_from(len).ok()?)?)
+        };
+        let strings = get(s_off, s_len)?;
+        if layout::crc32(strings) != crc {
+            return None;
+        }
+        let externs = <[ExternEntry]>::ref_from_bytes(get(e_off, e_len)?).ok()?;
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for e in externs {
+            let (o, l) = (u64::from(e.name_off.get()), u64::from(e.name_len.get()));
+            let end = o.checked_add(l).filter(|&end| end <= s_len)?;
+            lo = lo.min(o);
+            hi = hi.max(end);
+        }
+        let page = page_size() as u64;
+        if hi <= lo || hi - lo < 2 * page {
+            return None;
+        }
+        let roots = <[RootEntry]>::ref_from_bytes(get(r_off, r_len)?).ok()?;
+        if roots.iter().any(|r| {
+            let o = u64::from(r.name_off.get());
+            o < hi && o.saturating_add(u64::from(r.name_len.get())) > lo
+        }) {
+            return None;
+        }
+        let range = get(s_off + lo, hi - lo)?;
+        let crcs = range.chunks(NAME_CHUNK).map(layout::crc32).collect();
+        // Give the whole pages of the range back (anonymous memory: they read as zeros, and
+        // nothing reads them: the archive view has no extern names).
+        let (from, to) = (
+            usize::try_from(s_off + lo)
+                .ok()?
+                .next_multiple_of(page as usize),
+            usize::try_from(s_off + hi).ok()? / page as usize * page as usize,
+        );
+        if from < to {
+            // SAFETY: `[from, to)` lies inside `mem` (inside the STRINGS range checked by
+            // `get` above) and `from` is page-aligned (`mem` starts a mapping); `mem` is
+            // borrowed mutably, so no reference into it exists; MADV_DONTNEED on private
+            // anonymous memory only turns the pages into zero-fill-on-demand ones.
+            unsafe {
+                libc::madvise(
+                    mem.as_mut_ptr().add(from).cast(),
+                    to - from,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+        Some(NamesOnDisk {
+            strings_off: s_off,
+            lo,
+            len: hi - lo,
+            crcs,
+        })
+    }
+
+    /// Reads back the chunks holding the names `[(name_off, name_len)]` (STRINGS-relative,
+    /// inside the range: entries validated at open) and checks each chunk's CRC.
+    fn read(
+        &self,
+        file: &File,
+        names: impl Iterator<Item = (u64, u64)> + Clone,
+    ) -> Result<NameBuf, ArenaError> {
+        let chunk = NAME_CHUNK as u64;
+        let bad = || {
+            ArenaError::kind_only(ErrorKind::BadLayout {
+                field: "extern name",
+            })
+        };
+        let mut want: Vec<usize> = Vec::new();
+        for (o, l) in names {
+            let rel = o.checked_sub(self.lo).ok_or_else(bad)?;
+            let last = rel.saturating_add(l.max(1) - 1);
+            if last >= self.len && l > 0 {
+                return Err(bad());
+            }
+            for c in rel / chunk..=last.min(self.len.saturating_sub(1)) / chunk {
+                want.push(c as usize);
+            }
+        }
+        want.sort_unstable();
+        want.dedup();
+        let (Some(&first), Some(&last)) = (want.first(), want.last()) else {
+            return Ok(NameBuf {
+                at: self.lo,
+                data: Vec::new(),
+            });
+        };
+        let at = first as u64 * chunk;
+        let end = ((last as u64 + 1) * chunk).min(self.len);
+        let mut data = vec![0u8; to_usize(end - at)?];
+        // Runs of consecutive chunks, one read each.
+        let mut i = 0;
+        while let Some(&c0) = want.get(i) {
+            let (mut j, mut c1) = (i, c0);
+            while want.get(j + 1) == Some(&(c1 + 1)) {
+                j += 1;
+                c1 += 1;
+            }
+            let from = c0 as u64 * chunk;
+            let to = ((c1 as u64 + 1) * chunk).min(self.len);
+            let dst = data
+                .get_mut(to_usize(from - at)?..to_usize(to - at)?)
+                .ok_or_else(bad)?;
+            file.read_exact_at(dst, self.strings_off + self.lo + from)?;
+            for (k, piece) in dst.chunks(NAME_CHUNK).enumerate() {
+                let expected = self.crcs.get(c0 + k).copied().ok_or_else(bad)?;
+                let actual = layout::crc32(piece);
+                if actual != expected {
+                    return Err(ArenaError::at(
+                        ErrorKind::TableChecksum {
+                            section: layout::SECTION_STRINGS,
+                            expected,
+                            actual,
+                        },
+                        self.strings_off + self.lo + from + (k * NAME_CHUNK) as u64,
+                    ));
+                }
+            }
+            i = j + 1;
+        }
+        Ok(NameBuf {
+            at: self.lo + at,
+            data,
+        })
+    }
+}
+
 impl LoadedArena {
     /// Opens the archive at `path`: refuses anything but a regular file (checked on the opened
     /// descriptor, opened with `O_NONBLOCK` so a FIFO never blocks) before reading, then
@@ -306,7 +495,7 @@ impl LoadedArena {
                 let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
                     field: "null mapping",
                 })?;
-                Self::finish(mem, base, header, Source::Map { _file: file }, hole)
+                Self::finish(mem, base, header, Source::Map { _file: file }, hole, None)
             }
             LoadStrategy::Read => {
                 let mut mem = MmapMut::map_anon(len)?;
@@ -343,10 +532,11 @@ impl LoadedArena {
                     }
                     None => read_range(&file, &mut mem, from, size)?,
                 }
+                let names = NamesOnDisk::leave_in_file(&mut mem, &header);
                 let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
                     field: "null mapping",
                 })?;
-                Self::finish(mem, base, header, Source::Read(file), hole)
+                Self::finish(mem, base, header, Source::Read(file), hole, names)
             }
         }
     }
@@ -363,7 +553,7 @@ impl LoadedArena {
         let base = NonNull::new(mem.as_mut_ptr()).ok_or(ErrorKind::BadLayout {
             field: "null mapping",
         })?;
-        Self::finish(mem, base, header, Source::Memory, hole)
+        Self::finish(mem, base, header, Source::Memory, hole, None)
     }
 
     /// Validates the tables in `mem` except the BITMAPS section, which is at `hole` (file offset,
@@ -376,6 +566,7 @@ impl LoadedArena {
         header: Header,
         source: Source,
         hole: Option<(u64, u64)>,
+        names: Option<NamesOnDisk>,
     ) -> Result<LoadedArena, ArenaError> {
         let ts = to_usize(header.tables_start.get())?;
         let tl = to_usize(header.tables_len.get())?;
@@ -424,8 +615,10 @@ impl LoadedArena {
             head: head_bytes,
             hole: hole_len.map(|l| l as u64),
             tail: tail_bytes,
+            strings_verified: names.is_some(),
         };
-        let archive = validate::validate_tables(header, tables, None)?;
+        let mut archive = validate::validate_tables(header, tables, None)?;
+        archive.extern_names_absent = names.is_some();
         // `validate_tables` leaves `bitmaps` at `None` exactly when BITMAPS is the hole; any other
         // outcome means the references above may cover BITMAPS, which the Read strategy never
         // fills (its zeros are not the file's bitmaps).
@@ -440,6 +633,7 @@ impl LoadedArena {
             .collect();
         Ok(LoadedArena {
             archive,
+            names,
             states,
             externs,
             lock: Mutex::new(()),
@@ -475,6 +669,39 @@ impl LoadedArena {
         self.mem.is_empty()
     }
 
+    /// Calls `f` with every extern's id and name, in id order. With
+    /// [`LoadStrategy::Read`], which leaves the extern names in the file after checking them at
+    /// open (the archive view's [`Archive::extern_name`] is `None` there), they are read again
+    /// and checked against the bytes validated at open; otherwise they come from the tables.
+    // The callback type is spelled out so the signature matches the API contract.
+    #[allow(clippy::type_complexity)]
+    pub fn for_each_extern_name<E>(
+        &self,
+        f: &mut dyn FnMut(ExternId, &[u8]) -> Result<(), E>,
+    ) -> Result<(), LoadError<E>> {
+        let n = self.archive.extern_count();
+        let entry = |id: u32| {
+            self.archive.externs.get(id as usize).map_or((0, 0), |e| {
+                (u64::from(e.name_off.get()), u64::from(e.name_len.get()))
+            })
+        };
+        let read = match (&self.names, &self.source) {
+            (Some(names), Source::Read(file)) => Some(names.read(file, (0..n).map(entry))?),
+            _ => None,
+        };
+        for id in 0..n {
+            let name = match &read {
+                Some(buf) => {
+                    let (o, l) = entry(id);
+                    buf.get(o, l)
+                }
+                None => self.archive.extern_name(ExternId(id)),
+            };
+            f(ExternId(id), name.unwrap_or(&[])).map_err(LoadError::Client)?;
+        }
+        Ok(())
+    }
+
     /// True once span `id` has been loaded (verified, dependencies loaded, relocated).
     pub fn is_loaded(&self, id: SpanId) -> bool {
         self.states
@@ -488,9 +715,10 @@ impl LoadedArena {
     /// externs and write the relocated words: internal slots become `base() + offset`, external
     /// slots the address from `resolve(id, name)`. Relocated words are native-endian `u64`s.
     ///
-    /// `resolve` is called at most once per extern id per arena (results are cached) and must
-    /// not return 0. Idempotent: `Ok` at once if already loaded; after any failure the span (and
-    /// every span that was being loaded with it) fails forever with [`ErrorKind::SpanFailed`].
+    /// `resolve` is called at most once per extern id per arena (results are cached), in id
+    /// order within a span, and must not return 0 or `u64::MAX` (neither is an address).
+    /// Idempotent: `Ok` at once if already loaded; after any failure the span (and every span
+    /// that was being loaded with it) fails forever with [`ErrorKind::SpanFailed`].
     /// Loads are serialized per arena; callbacks must not call `load_span` on the same arena for
     /// a span that is not yet loaded ([`ErrorKind::Reentrant`]). Allocates O(1) per span loaded
     /// (with [`LoadStrategy::Read`], a buffer for its slot bitmaps), nothing per object.
@@ -752,9 +980,11 @@ impl LoadedArena {
         let words = <[[u8; 8]]>::mut_from_bytes(bytes).map_err(|_| bad())?;
         let internal = <[[u8; 8]]>::ref_from_bytes(internal).map_err(|_| bad())?;
         let external = <[[u8; 8]]>::ref_from_bytes(external).map_err(|_| bad())?;
-        // 1. Resolve every extern this span uses (before any write, so a failing resolver leaves
-        //    the bytes as they were). Slot indices are inside the span (ARENA-SPAN-002, checked
-        //    by `check_span`); a missing word reads as id 0 below, never written.
+        // 1. Resolve every extern this span uses that is not resolved yet (before any write, so
+        //    a failing resolver leaves the bytes as they were), in id order. Slot indices are
+        //    inside the span (ARENA-SPAN-002, checked by `check_span`); a missing word reads as
+        //    id 0 below, never written.
+        let mut todo: Vec<u32> = Vec::new();
         try_for_each_slot(external, |i| -> Result<(), LoadError<E>> {
             let id = words.get(i).map_or(0, |w| u64::from_le_bytes(*w));
             let cell = usize::try_from(id)
@@ -768,18 +998,18 @@ impl LoadedArena {
                     })
                 })?;
             if cell.load(Ordering::Relaxed) == 0 {
-                let eid = ExternId(u32::try_from(id).unwrap_or(u32::MAX));
-                let name = self.archive.extern_name(eid).unwrap_or(&[]);
-                let addr = resolve(eid, name).map_err(LoadError::Client)?;
-                if addr == 0 {
-                    return Err(
-                        ArenaError::kind_only(ErrorKind::UnresolvedExtern { id: eid.0 }).into(),
-                    );
-                }
-                cell.store(addr, Ordering::Relaxed);
+                // Marked, so each id is listed once (`id` indexes `externs`, whose length is a
+                // u32 extern count).
+                cell.store(PENDING, Ordering::Relaxed);
+                todo.push(id as u32);
             }
             Ok(())
-        })?;
+        })
+        .inspect_err(|_| self.unmark(&todo))?;
+        todo.sort_unstable();
+        self.resolve_all(&todo, resolve)
+            .inspect_err(|_| self.unmark(&todo))?;
+
         // 2. Write (addresses in native byte order: the words become pointers).
         let base = self.base.as_ptr() as usize as u64;
         for_each_slot(internal, |i| {
@@ -910,6 +1140,55 @@ impl LoadedArena {
             return Err(ArenaError::from(std::io::Error::last_os_error()));
         }
         Ok((hi - lo) as u64)
+    }
+
+    /// Resets the extern cells of `ids` still marked [`PENDING`] (a failed relocation).
+    fn unmark(&self, ids: &[u32]) {
+        for &id in ids {
+            if let Some(cell) = self.externs.get(id as usize) {
+                let _ = cell.compare_exchange(PENDING, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Resolves the externs `ids` (sorted, each marked [`PENDING`]) with their names (read back
+    /// from the file when the Read strategy left them there) and stores their addresses.
+    // The callback type is spelled out so the signature matches the API contract.
+    #[allow(clippy::type_complexity)]
+    fn resolve_all<E>(
+        &self,
+        ids: &[u32],
+        resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
+    ) -> Result<(), LoadError<E>> {
+        let entry = |id: u32| {
+            self.archive.externs.get(id as usize).map_or((0, 0), |e| {
+                (u64::from(e.name_off.get()), u64::from(e.name_len.get()))
+            })
+        };
+        let read = match (&self.names, &self.source) {
+            (Some(names), Source::Read(file)) if !ids.is_empty() => {
+                Some(names.read(file, ids.iter().map(|&id| entry(id)))?)
+            }
+            _ => None,
+        };
+        for &id in ids {
+            let eid = ExternId(id);
+            let name = match &read {
+                Some(buf) => {
+                    let (o, l) = entry(id);
+                    buf.get(o, l).unwrap_or(&[])
+                }
+                None => self.archive.extern_name(eid).unwrap_or(&[]),
+            };
+            let addr = resolve(eid, name).map_err(LoadError::Client)?;
+            if addr == 0 || addr == PENDING {
+                return Err(ArenaError::kind_only(ErrorKind::UnresolvedExtern { id }).into());
+            }
+            if let Some(cell) = self.externs.get(id as usize) {
+                cell.store(addr, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Leaks the arena so loaded objects can live for the rest of the process.

@@ -48,6 +48,9 @@ pub struct Archive<'a> {
     pub(crate) meta: &'a [u8],
     pub(crate) producer: &'a str,
     pub(crate) archive_meta: &'a [u8],
+    /// The extern names are not in `strings` (the Read strategy of [`crate::LoadedArena`]
+    /// leaves them in the file: [`crate::LoadedArena::for_each_extern_name`]).
+    pub(crate) extern_names_absent: bool,
 }
 
 /// A named root: an object in a span, with client metadata.
@@ -410,8 +413,13 @@ impl<'a> Archive<'a> {
         u32::try_from(self.externs.len()).unwrap_or(u32::MAX)
     }
 
-    /// The name of extern `id`.
+    /// The name of extern `id` (`None` also in the archive view of a [`crate::LoadedArena`]
+    /// opened with [`crate::LoadStrategy::Read`], which leaves the extern names in the file:
+    /// use [`crate::LoadedArena::for_each_extern_name`] there).
     pub fn extern_name(&self, id: ExternId) -> Option<&'a [u8]> {
+        if self.extern_names_absent {
+            return None;
+        }
         let e = self.externs.get(usize::try_from(id.0).ok()?)?;
         pool_get(self.strings, e.name_off.get(), e.name_len.get())
     }

@@ -325,6 +325,10 @@ pub(crate) struct TablesBytes<'a> {
     pub(crate) hole: Option<u64>,
     /// The bytes after the hole, up to the end of the tables region.
     pub(crate) tail: &'a [u8],
+    /// The caller checked the STRINGS section's CRC on its real bytes and gives here only the
+    /// parts the archive must view (root names; the extern names stay out of memory): the CRC
+    /// is not checked again on these bytes.
+    pub(crate) strings_verified: bool,
 }
 
 impl<'a> TablesBytes<'a> {
@@ -334,6 +338,7 @@ impl<'a> TablesBytes<'a> {
             head: bytes,
             hole: None,
             tail: &[],
+            strings_verified: false,
         }
     }
 
@@ -353,6 +358,16 @@ impl<'a> TablesBytes<'a> {
 /// inside the tables region after the section table, and overlaps no other section or padding.
 /// Lets a loader skip reading (and aliasing) the BITMAPS section at open.
 pub(crate) fn bitmaps_section(header: &Header, section_table: &[u8]) -> Option<(u64, u64)> {
+    section_range(header, section_table, layout::SECTION_BITMAPS)
+}
+
+/// Where the section of `kind` lies, as `(file offset, length)`, judging only from the section
+/// table, as [`bitmaps_section`] does for BITMAPS (same walk, same guarantees).
+pub(crate) fn section_range(
+    header: &Header,
+    section_table: &[u8],
+    kind: u32,
+) -> Option<(u64, u64)> {
     let tables_start = header.tables_start.get();
     let tables_end = tables_start.checked_add(header.tables_len.get())?;
     let st_len = u64::from(header.section_count.get()).checked_mul(SECTION_ENTRY_LEN)?;
@@ -373,7 +388,7 @@ pub(crate) fn bitmaps_section(header: &Header, section_table: &[u8]) -> Option<(
         if end > tables_end {
             return None;
         }
-        if e.kind.get() == layout::SECTION_BITMAPS {
+        if e.kind.get() == kind {
             return Some((off, len));
         }
         cursor = end;
@@ -570,7 +585,12 @@ pub(crate) fn validate_tables<'a>(
         }
         // Every other section was given (`region` above).
         let bytes = bytes.unwrap_or(&[]);
-        let actual = layout::crc32(bytes);
+        let verified = kind == layout::SECTION_STRINGS && tables.strings_verified;
+        let actual = if verified {
+            e.crc.get()
+        } else {
+            layout::crc32(bytes)
+        };
         if actual != e.crc.get() {
             return Err(ArenaError::at(
                 ErrorKind::TableChecksum {
@@ -908,5 +928,6 @@ pub(crate) fn validate_tables<'a>(
         meta: sections.meta,
         producer,
         archive_meta: sections.archive_meta,
+        extern_names_absent: false,
     })
 }

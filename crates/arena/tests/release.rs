@@ -151,3 +151,71 @@ fn release_in_memory_only_marks() {
     load(&arena, 3);
     intact(&arena, &ranges, 3);
 }
+
+/// `n` spans of one word each, span `i` referencing extern `name{i}` (names long enough to
+/// fill several pages), with roots `r{i}`.
+fn many_externs(n: u32) -> Vec<u8> {
+    let mut b = ArenaBuilder::new(PROFILE);
+    for i in 0..n {
+        let x = b.extern_id(format!("an-extern-name-long-enough-{i:06}").as_bytes());
+        let s = b.begin_span(&[]);
+        let at = b.alloc(8, 8);
+        b.set_external(at, x);
+        b.end_span(b"");
+        b.add_root(format!("r{i:06}").as_bytes(), at, s, b"");
+    }
+    b.finish().unwrap()
+}
+
+#[test]
+fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back() {
+    let n = 1000;
+    let bytes = many_externs(n);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("names.arena");
+    std::fs::write(&path, &bytes).unwrap();
+    let name = |i: u32| format!("an-extern-name-long-enough-{i:06}").into_bytes();
+    for strategy in [LoadStrategy::Read, LoadStrategy::Map] {
+        let arena = LoadedArena::open(&path, strategy).unwrap();
+        let a = arena.archive();
+        // Read: not in the archive view; Map: the file's page cache, in the view.
+        assert_eq!(
+            a.extern_name(pycds_arena::ExternId(3)).is_none(),
+            strategy == LoadStrategy::Read
+        );
+        let mut seen = Vec::new();
+        arena
+            .for_each_extern_name::<Infallible>(&mut |id, nm| {
+                seen.push((id.0, nm.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, (0..n).map(|i| (i, name(i))).collect::<Vec<_>>());
+        // Root names stay readable; each span resolves its own extern by its name.
+        for i in [0, 1, 517, n - 1] {
+            let root = a.find_root(format!("r{i:06}").as_bytes()).unwrap();
+            let mut got = Vec::new();
+            arena
+                .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
+                    got = nm.to_vec();
+                    Ok(0x1000 + u64::from(i))
+                })
+                .unwrap();
+            assert_eq!(got, name(i), "{strategy:?}");
+            assert_eq!(read_word(&arena, root.object), 0x1000 + u64::from(i));
+        }
+    }
+    // Names changed in the file after open (in place, which publishing never does): a Read
+    // arena refuses them when it reads them back, instead of resolving other names.
+    let arena = LoadedArena::open(&path, LoadStrategy::Read).unwrap();
+    let at = bytes.windows(33).position(|w| w == &name(700)[..]).unwrap();
+    let mut changed = bytes.clone();
+    changed[at + 32] = b'X';
+    std::fs::write(&path, &changed).unwrap();
+    let root = arena.archive().find_root(b"r000700").unwrap();
+    let r = arena.load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, _| Ok(1));
+    assert!(
+        matches!(r, Err(LoadError::Arena(ref e)) if matches!(e.kind, ErrorKind::TableChecksum { .. })),
+        "{r:?}"
+    );
+}

@@ -262,17 +262,40 @@ impl ExternTable {
     /// spans that use it, and by [`ExternTable::check_interned_names`].
     pub fn from_archive(archive: &Archive<'_>) -> Result<ExternTable, PyFormatError> {
         let n = archive.extern_count();
-        let mut kinds = Vec::with_capacity(n as usize);
+        let mut t = ExternTable {
+            kinds: Vec::with_capacity(n as usize),
+        };
         for i in 0..n {
-            let unknown = || PyFormatError::UnknownExtern { id: i };
-            let name = archive.extern_name(ExternId(i)).ok_or_else(unknown)?;
-            kinds.push(if name.starts_with(ISTR) {
-                ExternKind::InternedStr
-            } else {
-                ExternKind::parse(name).ok_or_else(unknown)?
-            });
+            let name = archive
+                .extern_name(ExternId(i))
+                .ok_or(PyFormatError::UnknownExtern { id: i })?;
+            t.push(ExternId(i), name)?;
         }
-        Ok(ExternTable { kinds })
+        Ok(t)
+    }
+
+    /// An empty table, to [`ExternTable::push`] every extern into in id order (when the names
+    /// come from elsewhere than an [`Archive`] view, e.g.
+    /// `pycds_arena::LoadedArena::for_each_extern_name`).
+    pub fn with_capacity(n: usize) -> ExternTable {
+        ExternTable {
+            kinds: Vec::with_capacity(n),
+        }
+    }
+
+    /// Decode extern `id` (the next id: externs come in id order) from its name, as
+    /// [`ExternTable::from_archive`] does.
+    pub fn push(&mut self, id: ExternId, name: &[u8]) -> Result<(), PyFormatError> {
+        let unknown = || PyFormatError::UnknownExtern { id: id.0 };
+        if id.0 as usize != self.kinds.len() {
+            return Err(unknown());
+        }
+        self.kinds.push(if name.starts_with(ISTR) {
+            ExternKind::InternedStr
+        } else {
+            ExternKind::parse(name).ok_or_else(unknown)?
+        });
+        Ok(())
     }
 
     /// Check the characters of every [`ExternKind::InternedStr`] name of `archive` (the table

@@ -133,7 +133,13 @@ impl LoadedArchive {
         let (fp_text, _client) = split_archive_meta(a.archive_meta());
         rt.fingerprint.compare_with_text(fp_text)?;
         a.check_profile(&rt.fingerprint.profile())?;
-        let externs = ExternTable::from_archive(a)?;
+        let mut externs = ExternTable::with_capacity(a.extern_count() as usize);
+        arena
+            .for_each_extern_name(&mut |id, name| externs.push(id, name))
+            .map_err(|e| match e {
+                LoadError::Arena(a) => HookError::Arena(a),
+                LoadError::Client(c) => HookError::Format(c),
+            })?;
         let nspans = a.span_count() as usize;
         let span_roots = span_roots(a)?;
         let status = (0..nspans).map(|_| AtomicU8::new(UNLOADED)).collect();
