@@ -1059,6 +1059,8 @@ def main():
     ctx.layout = R.Layout(ctx.orig)
     ctx.served = set(lines.served)
     ctx.used_spans = {ctx.layout.root_span[n] for n in ctx.served}
+    # (with the spans they depend on: a module's kept span, loaded with its transient span)
+    ctx.used_spans |= {d for s in ctx.used_spans for d in ctx.layout.spans[s]["deps"]}
     cm = R.run([ctx.python, "-c", BYTECODE_MAP, ctx.archive,
                 json.dumps({r["name"]: r["object"] for r in ctx.layout.roots}),
                 str(len(ctx.orig))], env=R.base_env(), cwd=work, timeout=300)

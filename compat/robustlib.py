@@ -419,6 +419,12 @@ class Layout:
             self.roots.append({"name": name, "object": obj, "span": span})
             self.span_roots[span].append(name)
         self.root_span = {r["name"]: r["span"] for r in self.roots}
+        # A span without roots that a root's span depends on (the import hook's kept span of
+        # a module, whose transient span holds the module's root) belongs to those modules.
+        for s, names in list(self.span_roots.items()):
+            for d in self.spans[s]["deps"] if s < len(self.spans) else ():
+                if d < len(self.spans) and not any(r["span"] == d for r in self.roots):
+                    self.span_roots[d].extend(n for n in names if n not in self.span_roots[d])
 
     def section(self, name):
         _i, _crc, off, ln = self.sections[KIND_IDS[name]]
