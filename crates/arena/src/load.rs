@@ -278,18 +278,30 @@ struct NamesOnDisk {
     crcs: Vec<u32>,
 }
 
-/// Names read back from the file: chunks `[first, first + n)` of [`NamesOnDisk`], in order.
+/// Names read back from the file: runs of consecutive chunks of [`NamesOnDisk`], back to
+/// back in `data` (only the chunks asked for: a buffer spanning every chunk from the first to
+/// the last one asked for would be zeroed and faulted in for names never read).
 struct NameBuf {
-    /// STRINGS-relative offset of `data[0]`.
-    at: u64,
     data: Vec<u8>,
+    /// Per run, in increasing order: (STRINGS-relative offset, offset in `data`, length).
+    runs: Vec<(u64, usize, usize)>,
 }
 
 impl NameBuf {
     fn get(&self, name_off: u64, name_len: u64) -> Option<&[u8]> {
-        let from = usize::try_from(name_off.checked_sub(self.at)?).ok()?;
-        self.data
-            .get(from..from.checked_add(usize::try_from(name_len).ok()?)?)
+        // The last run starting at or before `name_off` (a name never spans two runs: every
+        // chunk it touches was asked for, so they are consecutive).
+        let i = self
+            .runs
+            .partition_point(|r| r.0 <= name_off)
+            .checked_sub(1)?;
+        let &(at, from, len) = self.runs.get(i)?;
+        let rel = usize::try_from(name_off - at).ok()?;
+        let end = rel.checked_add(usize::try_from(name_len).ok()?)?;
+        if end > len {
+            return None;
+        }
+        self.data.get(from + rel..from + end)
     }
 }
 
@@ -395,16 +407,11 @@ impl NamesOnDisk {
         }
         want.sort_unstable();
         want.dedup();
-        let (Some(&first), Some(&last)) = (want.first(), want.last()) else {
-            return Ok(NameBuf {
-                at: self.lo,
-                data: Vec::new(),
-            });
+        let mut buf = NameBuf {
+            data: Vec::new(),
+            runs: Vec::new(),
         };
-        let at = first as u64 * chunk;
-        let end = ((last as u64 + 1) * chunk).min(self.len);
-        let mut data = vec![0u8; to_usize(end - at)?];
-        // Runs of consecutive chunks, one read each.
+        // Runs of consecutive chunks, one read each, appended to `data`.
         let mut i = 0;
         while let Some(&c0) = want.get(i) {
             let (mut j, mut c1) = (i, c0);
@@ -414,9 +421,10 @@ impl NamesOnDisk {
             }
             let from = c0 as u64 * chunk;
             let to = ((c1 as u64 + 1) * chunk).min(self.len);
-            let dst = data
-                .get_mut(to_usize(from - at)?..to_usize(to - at)?)
-                .ok_or_else(bad)?;
+            let n = to_usize(to - from)?;
+            let start = buf.data.len();
+            buf.data.resize(start + n, 0);
+            let dst = buf.data.get_mut(start..).ok_or_else(bad)?;
             file.read_exact_at(dst, self.strings_off + self.lo + from)?;
             for (k, piece) in dst.chunks(NAME_CHUNK).enumerate() {
                 let expected = self.crcs.get(c0 + k).copied().ok_or_else(bad)?;
@@ -432,12 +440,10 @@ impl NamesOnDisk {
                     ));
                 }
             }
+            buf.runs.push((self.lo + from, start, n));
             i = j + 1;
         }
-        Ok(NameBuf {
-            at: self.lo + at,
-            data,
-        })
+        Ok(buf)
     }
 }
 
