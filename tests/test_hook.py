@@ -1063,3 +1063,50 @@ def test_traced_module_bodies_are_kept(tmp_path):
     trace_dump(["-c", "import bodies"], tmp_path, lst, img)
     p = ok(run(["main.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img))
     assert p.stdout.split() == ["0", "1", "True", "True"]
+
+
+def test_frozenset_constant_shared_by_body_and_function(tmp_path):
+    # CPython merges equal constants across a module: the body's and the function's
+    # ``in {...}`` are one frozenset, archived in both the module's spans.
+    write(tmp_path / "fsmod.py", """\
+        def f(x):
+            return x in {1, 2, 3, "a"}
+        HIT = [x for x in (0, 1, "a", "b") if x in {1, 2, 3, "a"}]
+        class C:
+            IN = 3 in {1, 2, 3, "a"}
+        """)
+    lst, img = tmp_path / "f.lst", tmp_path / "f.img"
+    trace_dump(["-c", "import fsmod"], tmp_path, lst, img)
+    assert "fsmod" in archive_names(img)
+    p = ok(run(["-c", "import fsmod, pycds; print(fsmod.HIT, fsmod.f(2), fsmod.f(9), fsmod.C.IN,"
+                " pycds.stats()['load']['released'])"],
+               cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img, PYCDSVERBOSE="1"))
+    assert p.stdout == "[1, 'a'] True False True 1\n"
+    assert "fsmod" in served_lines(p.stderr)
+
+
+def test_damaged_kept_span_fails_only_its_module_when_checked(tmp_path):
+    # A module's kept span is checked after its transient span (load order); when it is
+    # damaged, that module fails and the next module still loads.
+    write(tmp_path / "m0.py", "DATA = %r\ndef f():\n    return DATA\n" % ("0123456789 bcdef" * 2000))
+    write(tmp_path / "m1.py", "VALUE = 'm1 value'\n")
+    lst, img = tmp_path / "m.lst", tmp_path / "m.img"
+    lst.write_text("m0\nm1\n", encoding="utf-8")
+    ok(run([], cwd=tmp_path, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img))
+    data = bytearray(img.read_bytes())
+    at = bytes(data).index(b"0123456789 bcdef" * 4) + 1000
+    data[at] ^= 0x10
+    img.write_bytes(bytes(data))
+    code = """\
+import pycds, sys
+for check in (True, False):
+    arc = pycds.load(sys.argv[1], check=check)
+    try:
+        arc["m0"]
+        print("m0 loaded")
+    except pycds.CorruptArchiveError:
+        print("m0 refused")
+    print(arc["m1"].co_name)
+"""
+    p = ok(run(["-c", code, str(img)], cwd=tmp_path))
+    assert p.stdout.split("\n")[:4] == ["m0 refused", "<module>", "m0 refused", "<module>"]

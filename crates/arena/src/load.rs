@@ -220,6 +220,24 @@ fn to_usize(x: u64) -> Result<usize, ArenaError> {
     })
 }
 
+/// The extern ids a relocation marked [`PENDING`]; on drop (after success, an error or a
+/// panicking resolver) every cell still marked goes back to 0, so no later relocation can
+/// take the mark for an address.
+struct Marked<'a> {
+    arena: &'a LoadedArena,
+    ids: Vec<u32>,
+}
+
+impl Drop for Marked<'_> {
+    fn drop(&mut self) {
+        for &id in &self.ids {
+            if let Some(cell) = self.arena.externs.get(id as usize) {
+                let _ = cell.compare_exchange(PENDING, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// Sets [`ACTIVE`] for the current thread and restores the previous value on drop.
 struct ActiveGuard(usize);
 
@@ -340,7 +358,7 @@ impl NamesOnDisk {
             hi = hi.max(end);
         }
         let page = page_size() as u64;
-        if hi <= lo || hi - lo < 2 * page {
+        if page == 0 || hi <= lo || hi - lo < 2 * page {
             return None;
         }
         let roots = <[RootEntry]>::ref_from_bytes(get(r_off, r_len)?).ok()?;
@@ -990,7 +1008,11 @@ impl LoadedArena {
         //    a failing resolver leaves the bytes as they were), in id order. Slot indices are
         //    inside the span (ARENA-SPAN-002, checked by `check_span`); a missing word reads as
         //    id 0 below, never written.
-        let mut todo: Vec<u32> = Vec::new();
+        // (Marks left by an error, or by a panicking resolver, are cleared on drop.)
+        let mut todo = Marked {
+            arena: self,
+            ids: Vec::new(),
+        };
         try_for_each_slot(external, |i| -> Result<(), LoadError<E>> {
             let id = words.get(i).map_or(0, |w| u64::from_le_bytes(*w));
             let cell = usize::try_from(id)
@@ -1007,14 +1029,12 @@ impl LoadedArena {
                 // Marked, so each id is listed once (`id` indexes `externs`, whose length is a
                 // u32 extern count).
                 cell.store(PENDING, Ordering::Relaxed);
-                todo.push(id as u32);
+                todo.ids.push(id as u32);
             }
             Ok(())
-        })
-        .inspect_err(|_| self.unmark(&todo))?;
-        todo.sort_unstable();
-        self.resolve_all(&todo, resolve)
-            .inspect_err(|_| self.unmark(&todo))?;
+        })?;
+        todo.ids.sort_unstable();
+        self.resolve_all(&todo.ids, resolve)?;
 
         // 2. Write (addresses in native byte order: the words become pointers).
         let base = self.base.as_ptr() as usize as u64;
@@ -1056,6 +1076,9 @@ impl LoadedArena {
             .states
             .get(id.0 as usize)
             .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
+        if ACTIVE.with(|a| a.get()) == self as *const LoadedArena as usize {
+            return Err(ArenaError::kind_only(ErrorKind::Reentrant));
+        }
         let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         if state.load(Ordering::Acquire) != LOADED {
             return Err(ErrorKind::InvalidInput {
@@ -1146,15 +1169,6 @@ impl LoadedArena {
             return Err(ArenaError::from(std::io::Error::last_os_error()));
         }
         Ok((hi - lo) as u64)
-    }
-
-    /// Resets the extern cells of `ids` still marked [`PENDING`] (a failed relocation).
-    fn unmark(&self, ids: &[u32]) {
-        for &id in ids {
-            if let Some(cell) = self.externs.get(id as usize) {
-                let _ = cell.compare_exchange(PENDING, 0, Ordering::Relaxed, Ordering::Relaxed);
-            }
-        }
     }
 
     /// Resolves the externs `ids` (sorted, each marked [`PENDING`]) with their names (read back

@@ -150,7 +150,11 @@ impl<'w, 'py, 's> Dumper<'w, 'py, 's> {
     /// (transient code, a frozenset's members tuple) written here.
     fn const_item(&mut self, o: &Bound<'py, PyAny>) -> HookResult<ObjRef> {
         let key = o.as_ptr() as usize;
-        if let Some(t) = &self.transient {
+        let frozenset = is_type(o, ffi::frozenset_type());
+        // (Not a frozenset from the module's span: its members tuple must be in the span of
+        // the tuple holding it, which the loader rewrites; CPython merges equal constants, so
+        // a function's code in the module's span may hold the same frozenset.)
+        if let (Some(t), false) = (&self.transient, frozenset) {
             if let Some(r) = t.module.get(&key) {
                 return Ok(*r);
             }
@@ -158,7 +162,7 @@ impl<'w, 'py, 's> Dumper<'w, 'py, 's> {
         if let Some(r) = self.memo.get(&key) {
             return Ok(*r);
         }
-        if !is_type(o, ffi::frozenset_type()) {
+        if !frozenset {
             return self.object(o);
         }
         let s = o.cast::<PyFrozenSet>().map_err(PyErr::from)?;

@@ -354,11 +354,14 @@ impl LoadedArchive {
     fn load_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
         let mut plan: Option<SpanPlan> = None;
         let mut dep_plans: Vec<SpanPlan> = Vec::new();
+        let mut dep_ids: Vec<SpanId> = Vec::new();
         {
             let mut vetting = self.vetting.lock().unwrap_or_else(|e| e.into_inner());
             let externs = &self.externs;
             let stats = &self.stats;
             let archive = self.arena.archive();
+            let arena = self.arena;
+            let status = &self.status;
             let span_roots = &self.span_roots;
             let mut check = |view: &pycds_arena::SpanView<'_>| -> Result<(), HookError> {
                 let t = Instant::now();
@@ -368,8 +371,19 @@ impl LoadedArchive {
                     .get(view.id().0 as usize)
                     .map(|v| &v[..])
                     .unwrap_or(&[]);
-                // Only transient spans may be given back; nothing may depend on one.
+                // Only transient spans may be given back; nothing may depend on one. A
+                // dependency loaded by the arena must have been fixed up too (a load that
+                // failed after relocating it left it unusable).
                 for d in archive.span(view.id()).iter().flat_map(|s| s.deps.iter()) {
+                    let ready = status
+                        .get(d.0 as usize)
+                        .is_some_and(|s| s.load(Ordering::Acquire) == READY);
+                    if arena.is_loaded(d) && !ready {
+                        return Err(HookError::Arena(pycds_arena::ArenaError::new(
+                            pycds_arena::ErrorKind::SpanFailed { span: d.0 },
+                            None,
+                        )));
+                    }
                     let meta = archive.span(d).map_or(&[][..], |s| s.meta);
                     if meta.starts_with(pycds_pyformat::meta::TRANSIENT_MAGIC) {
                         return Err(HookError::Format(
@@ -389,6 +403,7 @@ impl LoadedArchive {
                     plan = Some(p);
                 } else {
                     dep_plans.push(p);
+                    dep_ids.push(view.id());
                 }
                 stats
                     .check_nanos
@@ -409,17 +424,22 @@ impl LoadedArchive {
                 }
                 Ok(p as u64)
             };
-            self.arena
+            let loaded = self
+                .arena
                 .load_span(id, &mut check, &mut resolve)
                 .map_err(|e| match e {
                     LoadError::Arena(a) => HookError::Arena(a),
                     LoadError::Client(c) => c,
-                })?;
-            if let Vetting::Check(c) = &mut *vetting {
-                // References of a transient span into its module's span were checked
-                // against that span's objects (its check follows in load order).
-                c.finish()?;
-            }
+                });
+            // References of a transient span into its module's span were checked against
+            // that span's objects (its check follows in load order); `finish` fails if they
+            // could not be, and clears that state whatever happened to this load.
+            let finished = match &mut *vetting {
+                Vetting::Check(c) => c.finish(),
+                Vetting::Plan(_) => Ok(()),
+            };
+            loaded?;
+            finished?;
         }
         let Some(plan) = plan else {
             return Err(HookError::Interpreter(
@@ -428,7 +448,7 @@ impl LoadedArchive {
         };
         // Dependencies (a transient span's module span) were relocated first: their
         // fix-ups come first too.
-        for p in dep_plans.iter().chain([&plan]) {
+        for (p, span) in dep_plans.iter().zip(&dep_ids).chain([(&plan, &id)]) {
             let t = Instant::now();
             self.apply(py, p)?;
             self.stats
@@ -438,6 +458,12 @@ impl LoadedArchive {
             self.stats
                 .objects
                 .fetch_add(p.objects as u64, Ordering::Relaxed);
+            if *span != id {
+                // (`id` itself is marked by `ensure_span`.)
+                if let Some(st) = self.status.get(span.0 as usize) {
+                    st.store(READY, Ordering::Release);
+                }
+            }
         }
         Ok(())
     }
@@ -466,8 +492,14 @@ impl LoadedArchive {
                 unsafe { ffi::span_write(base, slot, fs as u64) };
             }
         }
-        // 2. Code versions (3.13): never reuse dump-time values; reserve fresh ones.
-        if let (Some(ctr), Some(field)) = (self.rt.version_counter, layout.code.version) {
+        // 2. Code versions (3.13): never reuse dump-time values; reserve fresh ones. Not for
+        //    a transient span's code (module and class bodies, each run once): a versioned
+        //    function made from it would leave the code's address in the interpreter's
+        //    function-version cache, which only a code object's deallocation clears, and the
+        //    span may be given back. Version 0 is what exhausted counters give too.
+        if let (Some(ctr), Some(field), false) =
+            (self.rt.version_counter, layout.code.version, plan.transient)
+        {
             let n = u32::try_from(plan.codes.len()).unwrap_or(u32::MAX);
             // SAFETY: `ctr` passed the self-check at start-up; GIL held.
             if let Some(first) = unsafe { ffi::reserve_versions(ctr, n) } {
