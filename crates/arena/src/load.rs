@@ -1116,20 +1116,15 @@ impl LoadedArena {
                 let st = self.states.get(sid as usize)?.load(Ordering::Acquire);
                 Some(l == 0 || matches!(st, RELEASED | UNVERIFIED | FAILED))
             };
-            let mut s = id.0;
-            while let Some(prev) = s.checked_sub(1) {
-                match on_page(prev) {
-                    None => break,
-                    Some(false) => return false,
-                    Some(true) => s = prev,
-                }
-            }
-            let mut s = id.0;
-            while let Some(next) = s.checked_add(1) {
-                match on_page(next) {
-                    None => break,
-                    Some(false) => return false,
-                    Some(true) => s = next,
+            // Walk the neighbours down, then up, while they have bytes on the page.
+            for step in [u32::checked_sub, u32::checked_add] {
+                let mut s = id.0;
+                while let Some(n) = step(s, 1) {
+                    match on_page(n) {
+                        None => break,
+                        Some(false) => return false,
+                        Some(true) => s = n,
+                    }
                 }
             }
             true

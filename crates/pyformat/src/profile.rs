@@ -42,6 +42,28 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// The fingerprint of a release build of CPython `v` (64-bit, little-endian, 30-bit
+    /// digits, GIL) that no real interpreter reports: `sys.version` is `"X.Y.0 (label)"` and
+    /// the `.pyc` magic `00000d0a`. For writing archives where no interpreter is at hand
+    /// (tests, fuzzing seeds); the import hook always fingerprints the running interpreter.
+    pub fn synthetic(v: PyVersion, label: &str) -> Fingerprint {
+        let (a, b) = v.major_minor();
+        Fingerprint {
+            sys_version: format!("{a}.{b}.0 ({label})"),
+            hexversion: (a << 24) | (b << 16) | 0xf0,
+            magic: "00000d0a".into(),
+            abiflags: String::new(),
+            cache_tag: format!("cpython-{a}{b}"),
+            pointer_size: 8,
+            digit_bits: 30,
+            byteorder: "little".into(),
+            debug: false,
+            trace_refs: false,
+            gil_disabled: false,
+            no_debug_ranges: false,
+        }
+    }
+
     /// Canonical text: `key=value` lines in a fixed order.
     pub fn to_text(&self) -> String {
         let b = |x: bool| if x { "1" } else { "0" };

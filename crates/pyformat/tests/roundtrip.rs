@@ -10,21 +10,7 @@ use pycds_pyformat::{
 };
 
 fn fingerprint(v: PyVersion) -> Fingerprint {
-    let (a, b) = v.major_minor();
-    Fingerprint {
-        sys_version: format!("{a}.{b}.0 test"),
-        hexversion: (a << 24) | (b << 16) | 0xf0,
-        magic: "00000d0a".into(),
-        abiflags: String::new(),
-        cache_tag: format!("cpython-{a}{b}"),
-        pointer_size: 8,
-        digit_bits: 30,
-        byteorder: "little".into(),
-        debug: false,
-        trace_refs: false,
-        gil_disabled: false,
-        no_debug_ranges: false,
-    }
+    Fingerprint::synthetic(v, "test")
 }
 
 /// A plausible code object's raw bytes for `layout`: counts consistent with `nlocals`
