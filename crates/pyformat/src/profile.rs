@@ -181,15 +181,7 @@ mod tests {
             sys_version: "3.12.1 (main) [GCC 12]".into(),
             hexversion: 0x030c01f0,
             magic: "cb0d0d0a".into(),
-            abiflags: String::new(),
-            cache_tag: "cpython-312".into(),
-            pointer_size: 8,
-            digit_bits: 30,
-            byteorder: "little".into(),
-            debug: false,
-            trace_refs: false,
-            gil_disabled: false,
-            no_debug_ranges: false,
+            ..Fingerprint::synthetic(PyVersion::V3_12, "")
         }
     }
 
