@@ -28,8 +28,13 @@
 use crate::error::PyFormatError;
 
 const SPAN_MAGIC: &[u8; 4] = b"PYS4";
-/// The first bytes of a transient span's metadata.
-pub const TRANSIENT_MAGIC: &[u8; 4] = b"PYT4";
+const TRANSIENT_MAGIC: &[u8; 4] = b"PYT4";
+
+/// Whether span metadata `meta` is a transient span's (by its magic alone, without the
+/// span's bytes: what a loader checks of a dependency before loading anything).
+pub fn is_transient(meta: &[u8]) -> bool {
+    meta.starts_with(TRANSIENT_MAGIC)
+}
 /// Length of the span metadata.
 pub const SPAN_META_LEN: usize = 20;
 

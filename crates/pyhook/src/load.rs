@@ -353,8 +353,7 @@ impl LoadedArchive {
 
     fn load_span(&self, py: Python<'_>, id: SpanId) -> HookResult<()> {
         let mut plan: Option<SpanPlan> = None;
-        let mut dep_plans: Vec<SpanPlan> = Vec::new();
-        let mut dep_ids: Vec<SpanId> = Vec::new();
+        let mut dep_plans: Vec<(SpanId, SpanPlan)> = Vec::new();
         {
             let mut vetting = self.vetting.lock().unwrap_or_else(|e| e.into_inner());
             let externs = &self.externs;
@@ -384,8 +383,10 @@ impl LoadedArchive {
                             None,
                         )));
                     }
-                    let meta = archive.span(d).map_or(&[][..], |s| s.meta);
-                    if meta.starts_with(pycds_pyformat::meta::TRANSIENT_MAGIC) {
+                    if archive
+                        .span(d)
+                        .is_some_and(|s| pycds_pyformat::meta::is_transient(s.meta))
+                    {
                         return Err(HookError::Format(
                             pycds_pyformat::PyFormatError::BadSpanMeta {
                                 what: "a span depends on a transient span",
@@ -402,8 +403,7 @@ impl LoadedArchive {
                 if view.id() == id {
                     plan = Some(p);
                 } else {
-                    dep_plans.push(p);
-                    dep_ids.push(view.id());
+                    dep_plans.push((view.id(), p));
                 }
                 stats
                     .check_nanos
@@ -448,7 +448,7 @@ impl LoadedArchive {
         };
         // Dependencies (a transient span's module span) were relocated first: their
         // fix-ups come first too.
-        for (p, span) in dep_plans.iter().zip(&dep_ids).chain([(&plan, &id)]) {
+        for (span, p) in dep_plans.iter().chain([&(id, plan)]) {
             let t = Instant::now();
             self.apply(py, p)?;
             self.stats
