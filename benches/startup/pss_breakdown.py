@@ -77,13 +77,21 @@ print(_s["released"], _s["kept"], _s["released_bytes"])
 
 def tables_kept(img, page=4096):
     """Bytes of the tables the Read strategy keeps in memory after open: every section but
-    BITMAPS, less the whole pages of the range of STRINGS holding the extern names, which it
+    BITMAPS, less the whole pages of the EXTERNS section (each entry is kept in its extern's
+    cell until resolved) and of the range of STRINGS holding the extern names, which it
     leaves in the file when that range spans two pages or more and holds no root name (read
     with the project's independent reader, ``spec/reader/arena_reader.py``)."""
     with open(img, "rb") as f:
         arena = arena_reader.Arena(f.read())
     bitmaps = arena.by_kind.get(arena_reader.BITMAPS)
     read = arena.header.tables_len - (bitmaps.length if bitmaps else 0)
+
+    def whole_pages(start, end):
+        return max(0, end // page * page - -(-start // page) * page)
+
+    externs = arena.by_kind.get(arena_reader.EXTERNS)
+    if arena.externs and externs is not None:
+        read -= whole_pages(externs.offset, externs.offset + externs.length)
     strings = arena.by_kind.get(arena_reader.STRINGS)
     if not arena.externs or strings is None:
         return read
@@ -92,9 +100,8 @@ def tables_kept(img, page=4096):
     if hi - lo < 2 * page or any(r.name_off < hi and r.name_off + r.name_len > lo
                                  for r in arena.roots):
         return read
-    first = -(-(strings.offset + lo) // page) * page
-    last = (strings.offset + hi) // page * page
-    return read - max(0, last - first)
+    return read - whole_pages(strings.offset + lo, strings.offset + hi)
+
 
 def classify(pid):
     """PSS KiB of process ``pid`` by mapping class."""

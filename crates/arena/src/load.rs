@@ -54,9 +54,22 @@ const LOADED: u8 = 2;
 const FAILED: u8 = 3;
 const RELEASED: u8 = 4;
 
-/// An extern cell listed for resolution by the relocation in progress (never an address the
-/// resolver may return).
-const PENDING: u64 = u64::MAX;
+/// Extern states (`LoadedArena::ext_states`): not resolved yet (its cell holds its table
+/// entry), listed for resolution by the relocation in progress (same), resolved (its cell holds
+/// the address).
+const EXT_UNRESOLVED: u8 = 0;
+const EXT_PENDING: u8 = 1;
+const EXT_RESOLVED: u8 = 2;
+
+/// An extern's table entry as kept in its cell until it is resolved: `name_off | name_len << 32`.
+fn entry_cell(e: &layout::ExternEntry) -> u64 {
+    u64::from(e.name_off.get()) | u64::from(e.name_len.get()) << 32
+}
+
+/// `(name_off, name_len)` of a cell made by [`entry_cell`].
+fn cell_entry(v: u64) -> (u32, u32) {
+    ((v & 0xffff_ffff) as u32, (v >> 32) as u32)
+}
 
 thread_local! {
     /// Address of the arena whose load lock this thread holds (0 = none): detects re-entrant
@@ -127,12 +140,20 @@ pub struct LoadedArena {
     //   while it is LOADING, by the thread holding `lock`; once LOADED (Release) they are never
     //   touched again by this crate. Heap ranges of spans are disjoint (ARENA-TAB-002). BITMAPS
     //   is never written (the Read strategy reads bitmap pairs into buffers of its own);
-    // - `externs[i]` is 0 or the non-zero address resolved for extern i (written under `lock`).
+    // - `externs[i]` holds extern i's table entry (`entry_cell`, validated at open) while
+    //   `ext_states[i]` is EXT_UNRESOLVED or EXT_PENDING, and the non-zero address resolved for
+    //   it once EXT_RESOLVED; both are written under `lock` only;
+    // - Read strategy: `archive.externs` is empty (`archive.extern_count` keeps the count) and
+    //   the EXTERNS section's whole pages were given back (`externs_on_disk`): nothing reads
+    //   that memory after `finish`.
     archive: Archive<'static>,
     /// Read strategy: where the extern names stay in the file (not in memory).
     names: Option<NamesOnDisk>,
+    /// Read strategy: where the extern table stays in the file (entries are in `externs`).
+    externs_on_disk: Option<TableOnDisk>,
     states: Box<[AtomicU8]>,
     externs: Box<[AtomicU64]>,
+    ext_states: Box<[AtomicU8]>,
     lock: Mutex<()>,
     source: Source,
     base: NonNull<u8>,
@@ -220,9 +241,9 @@ fn to_usize(x: u64) -> Result<usize, ArenaError> {
     })
 }
 
-/// The extern ids a relocation marked [`PENDING`]; on drop (after success, an error or a
-/// panicking resolver) every cell still marked goes back to 0, so no later relocation can
-/// take the mark for an address.
+/// The extern ids a relocation marked [`EXT_PENDING`]; on drop (after success, an error or a
+/// panicking resolver) every one still marked goes back to [`EXT_UNRESOLVED`] (its cell still
+/// holds its entry: only resolution replaces it), so a later relocation lists it again.
 struct Marked<'a> {
     arena: &'a LoadedArena,
     ids: Vec<u32>,
@@ -231,8 +252,13 @@ struct Marked<'a> {
 impl Drop for Marked<'_> {
     fn drop(&mut self) {
         for &id in &self.ids {
-            if let Some(cell) = self.arena.externs.get(id as usize) {
-                let _ = cell.compare_exchange(PENDING, 0, Ordering::Relaxed, Ordering::Relaxed);
+            if let Some(st) = self.arena.ext_states.get(id as usize) {
+                let _ = st.compare_exchange(
+                    EXT_PENDING,
+                    EXT_UNRESOLVED,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
         }
     }
@@ -294,6 +320,51 @@ struct NamesOnDisk {
     len: u64,
     /// CRC-32 of each chunk of the range (the last one may be short).
     crcs: Vec<u32>,
+}
+
+/// The extern table the Read strategy leaves in the file once its entries are in the extern
+/// cells (each entry is needed only until its extern is resolved): file offset, length and
+/// the section CRC checked at open, to read it back when [`LoadedArena::for_each_extern_name`]
+/// needs the entry of an extern already resolved.
+#[derive(Debug)]
+struct TableOnDisk {
+    off: u64,
+    len: u64,
+    crc: u32,
+}
+
+impl TableOnDisk {
+    /// The EXTERNS section of `header`'s section table in `mem` (`None` if absent).
+    fn find(mem: &[u8], header: &Header) -> Option<TableOnDisk> {
+        use crate::layout::{SectionEntry, SECTION_EXTERNS};
+        let st = section_table(mem, header)?;
+        let (off, len) = validate::section_range(header, st, SECTION_EXTERNS)?;
+        let crc = <[SectionEntry]>::ref_from_bytes(st)
+            .ok()?
+            .iter()
+            .find(|e| e.kind.get() == SECTION_EXTERNS)?
+            .crc
+            .get();
+        Some(TableOnDisk { off, len, crc })
+    }
+
+    /// Reads the table back, checked against the CRC validated at open.
+    fn read(&self, file: &File) -> Result<Vec<u8>, ArenaError> {
+        let mut buf = vec![0; to_usize(self.len)?];
+        file.read_exact_at(&mut buf, self.off)?;
+        let actual = layout::crc32(&buf);
+        if actual != self.crc {
+            return Err(ArenaError::at(
+                ErrorKind::TableChecksum {
+                    section: layout::SECTION_EXTERNS,
+                    expected: self.crc,
+                    actual,
+                },
+                self.off,
+            ));
+        }
+        Ok(buf)
+    }
 }
 
 /// Names read back from the file: runs of consecutive chunks of [`NamesOnDisk`], back to
@@ -642,7 +713,8 @@ impl LoadedArena {
             strings_verified: names.is_some(),
         };
         let mut archive = validate::validate_tables(header, tables, None)?;
-        archive.extern_names_absent = names.is_some();
+        let read = matches!(source, Source::Read(_));
+        archive.extern_names_absent = read;
         // `validate_tables` leaves `bitmaps` at `None` exactly when BITMAPS is the hole; any other
         // outcome means the references above may cover BITMAPS, which the Read strategy never
         // fills (its zeros are not the file's bitmaps).
@@ -652,14 +724,52 @@ impl LoadedArena {
         let states = (0..archive.span_count())
             .map(|_| AtomicU8::new(UNVERIFIED))
             .collect();
-        let externs = (0..archive.extern_count())
-            .map(|_| AtomicU64::new(0))
+        // Each extern's entry stays in its cell until the extern is resolved.
+        let externs = archive
+            .externs
+            .iter()
+            .map(|e| AtomicU64::new(entry_cell(e)))
             .collect();
+        let ext_states = archive
+            .externs
+            .iter()
+            .map(|_| AtomicU8::new(EXT_UNRESOLVED))
+            .collect();
+        // Read strategy: the table itself is not needed any more; give its pages back.
+        let mut externs_on_disk = None;
+        if read && !archive.externs.is_empty() {
+            let t = TableOnDisk::find(&mem, &header).ok_or(ErrorKind::MissingSection {
+                section: layout::SECTION_EXTERNS,
+            })?;
+            archive.externs = &[];
+            let page = page_size();
+            let from = to_usize(t.off)?.next_multiple_of(page.max(1));
+            let to = to_usize(t.off + t.len)? / page.max(1) * page;
+            if page > 0 && from < to {
+                // SAFETY: `[from, to)` lies inside the EXTERNS section (validated inside the
+                // file, so inside `mem`), and `from` is page-aligned (`base` starts a mapping).
+                // No reference to those bytes is used after this call: `archive.externs`, the
+                // only view of EXTERNS, was emptied just above, and `head_bytes`/`tail_bytes`
+                // are not used any more (the other views they gave `archive` cover other,
+                // non-overlapping sections: ARENA-SEC-004). MADV_DONTNEED on private anonymous
+                // memory (Read strategy) only turns the pages into zero-fill-on-demand ones.
+                unsafe {
+                    libc::madvise(
+                        base.as_ptr().add(from).cast(),
+                        to - from,
+                        libc::MADV_DONTNEED,
+                    );
+                }
+            }
+            externs_on_disk = Some(t);
+        }
         Ok(LoadedArena {
             archive,
             names,
+            externs_on_disk,
             states,
             externs,
+            ext_states,
             lock: Mutex::new(()),
             source,
             base,
@@ -697,6 +807,12 @@ impl LoadedArena {
     /// [`LoadStrategy::Read`], which leaves the extern names in the file after checking them at
     /// open (the archive view's [`Archive::extern_name`] is `None` there), they are read again
     /// and checked against the bytes validated at open; otherwise they come from the tables.
+    /// The Read strategy also gives the extern table back at open (each entry stays in its
+    /// extern's cell until the extern is resolved): once some extern is resolved, the table is
+    /// read again too, checked against its CRC validated at open.
+    ///
+    /// Serialized with loads; [`ErrorKind::Reentrant`] when called from a callback of
+    /// [`load_span`](Self::load_span) on the same arena.
     // The callback type is spelled out so the signature matches the API contract.
     #[allow(clippy::type_complexity)]
     pub fn for_each_extern_name<E>(
@@ -704,26 +820,72 @@ impl LoadedArena {
         f: &mut dyn FnMut(ExternId, &[u8]) -> Result<(), E>,
     ) -> Result<(), LoadError<E>> {
         let n = self.archive.extern_count();
+        // The entries: in the cells (serialized with loads, which resolve them), or, once an
+        // extern is resolved and the Read strategy gave the table back, read back from the file.
+        let _locked = self.lock_loads()?;
+        let resolved = self
+            .ext_states
+            .iter()
+            .any(|s| s.load(Ordering::Relaxed) == EXT_RESOLVED);
+        let table = match (&self.externs_on_disk, &self.source) {
+            (Some(t), Source::Read(file)) if resolved => Some(t.read(file)?),
+            _ => None,
+        };
+        let table: &[layout::ExternEntry] = match &table {
+            Some(bytes) => <[layout::ExternEntry]>::ref_from_bytes(bytes).map_err(|_| {
+                ArenaError::kind_only(ErrorKind::BadLayout {
+                    field: "extern table",
+                })
+            })?,
+            None => self.archive.externs,
+        };
         let entry = |id: u32| {
-            self.archive.externs.get(id as usize).map_or((0, 0), |e| {
-                (u64::from(e.name_off.get()), u64::from(e.name_len.get()))
-            })
+            let (o, l) = match table.get(id as usize) {
+                Some(e) => (e.name_off.get(), e.name_len.get()),
+                None => self
+                    .externs
+                    .get(id as usize)
+                    .map_or((0, 0), |c| cell_entry(c.load(Ordering::Relaxed))),
+            };
+            (u64::from(o), u64::from(l))
         };
         let read = match (&self.names, &self.source) {
             (Some(names), Source::Read(file)) => Some(names.read(file, (0..n).map(entry))?),
             _ => None,
         };
         for id in 0..n {
+            let (o, l) = entry(id);
             let name = match &read {
-                Some(buf) => {
-                    let (o, l) = entry(id);
-                    buf.get(o, l)
-                }
-                None => self.archive.extern_name(ExternId(id)),
+                Some(buf) => buf.get(o, l),
+                None => self.name_in_memory(o, l),
             };
             f(ExternId(id), name.unwrap_or(&[])).map_err(LoadError::Client)?;
         }
         Ok(())
+    }
+
+    /// An extern name kept in memory (the STRINGS section), at `(name_off, name_len)` from its
+    /// entry (validated at open).
+    fn name_in_memory(&self, name_off: u64, name_len: u64) -> Option<&[u8]> {
+        validate::pool_get(
+            self.archive.strings,
+            u32::try_from(name_off).ok()?,
+            u32::try_from(name_len).ok()?,
+        )
+    }
+
+    /// Takes the load lock (and marks this thread as holding it): loads and the extern cells
+    /// are serialized. [`ErrorKind::Reentrant`] if this thread already holds it (a callback of
+    /// a load in progress).
+    fn lock_loads(&self) -> Result<(std::sync::MutexGuard<'_, ()>, ActiveGuard), ArenaError> {
+        let me = self as *const LoadedArena as usize;
+        let prev = ACTIVE.with(|a| a.get());
+        if prev == me {
+            return Err(ArenaError::kind_only(ErrorKind::Reentrant));
+        }
+        let lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        ACTIVE.with(|a| a.set(me));
+        Ok((lock, ActiveGuard(prev)))
     }
 
     /// True once span `id` has been loaded (verified, dependencies loaded, relocated).
@@ -768,14 +930,7 @@ impl LoadedArena {
             }
             _ => {}
         }
-        let me = self as *const LoadedArena as usize;
-        let prev = ACTIVE.with(|a| a.get());
-        if prev == me {
-            return Err(ArenaError::kind_only(ErrorKind::Reentrant).into());
-        }
-        let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-        ACTIVE.with(|a| a.set(me));
-        let _active = ActiveGuard(prev);
+        let _locked = self.lock_loads()?;
         self.load_locked(id, check, resolve)
     }
 
@@ -1015,9 +1170,9 @@ impl LoadedArena {
         };
         try_for_each_slot(external, |i| -> Result<(), LoadError<E>> {
             let id = words.get(i).map_or(0, |w| u64::from_le_bytes(*w));
-            let cell = usize::try_from(id)
+            let state = usize::try_from(id)
                 .ok()
-                .and_then(|x| self.externs.get(x))
+                .and_then(|x| self.ext_states.get(x))
                 .ok_or_else(|| {
                     ArenaError::kind_only(ErrorKind::BadExternId {
                         span: sid,
@@ -1025,10 +1180,10 @@ impl LoadedArena {
                         id,
                     })
                 })?;
-            if cell.load(Ordering::Relaxed) == 0 {
-                // Marked, so each id is listed once (`id` indexes `externs`, whose length is a
-                // u32 extern count).
-                cell.store(PENDING, Ordering::Relaxed);
+            if state.load(Ordering::Relaxed) == EXT_UNRESOLVED {
+                // Marked, so each id is listed once (`id` indexes `ext_states`, whose length is
+                // a u32 extern count).
+                state.store(EXT_PENDING, Ordering::Relaxed);
                 todo.ids.push(id as u32);
             }
             Ok(())
@@ -1166,7 +1321,7 @@ impl LoadedArena {
         Ok((hi - lo) as u64)
     }
 
-    /// Resolves the externs `ids` (sorted, each marked [`PENDING`]) with their names (read back
+    /// Resolves the externs `ids` (sorted, each marked [`EXT_PENDING`]) with their names (read back
     /// from the file when the Read strategy left them there) and stores their addresses.
     // The callback type is spelled out so the signature matches the API contract.
     #[allow(clippy::type_complexity)]
@@ -1175,10 +1330,13 @@ impl LoadedArena {
         ids: &[u32],
         resolve: &mut dyn FnMut(ExternId, &[u8]) -> Result<u64, E>,
     ) -> Result<(), LoadError<E>> {
+        // The entries of marked externs are still in their cells.
         let entry = |id: u32| {
-            self.archive.externs.get(id as usize).map_or((0, 0), |e| {
-                (u64::from(e.name_off.get()), u64::from(e.name_len.get()))
-            })
+            let (o, l) = self
+                .externs
+                .get(id as usize)
+                .map_or((0, 0), |c| cell_entry(c.load(Ordering::Relaxed)));
+            (u64::from(o), u64::from(l))
         };
         let read = match (&self.names, &self.source) {
             (Some(names), Source::Read(file)) if !ids.is_empty() => {
@@ -1188,19 +1346,21 @@ impl LoadedArena {
         };
         for &id in ids {
             let eid = ExternId(id);
+            let (o, l) = entry(id);
             let name = match &read {
-                Some(buf) => {
-                    let (o, l) = entry(id);
-                    buf.get(o, l).unwrap_or(&[])
-                }
-                None => self.archive.extern_name(eid).unwrap_or(&[]),
+                Some(buf) => buf.get(o, l),
+                None => self.name_in_memory(o, l),
             };
-            let addr = resolve(eid, name).map_err(LoadError::Client)?;
-            if addr == 0 || addr == PENDING {
+            let addr = resolve(eid, name.unwrap_or(&[])).map_err(LoadError::Client)?;
+            if addr == 0 || addr == u64::MAX {
                 return Err(ArenaError::kind_only(ErrorKind::UnresolvedExtern { id }).into());
             }
-            if let Some(cell) = self.externs.get(id as usize) {
+            if let (Some(cell), Some(state)) = (
+                self.externs.get(id as usize),
+                self.ext_states.get(id as usize),
+            ) {
                 cell.store(addr, Ordering::Relaxed);
+                state.store(EXT_RESOLVED, Ordering::Relaxed);
             }
         }
         Ok(())

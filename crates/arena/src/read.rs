@@ -51,6 +51,9 @@ pub struct Archive<'a> {
     /// The extern names are not in `strings` (the Read strategy of [`crate::LoadedArena`]
     /// leaves them in the file: [`crate::LoadedArena::for_each_extern_name`]).
     pub(crate) extern_names_absent: bool,
+    /// Number of externs (`externs.len()`, except in the archive view of a
+    /// [`crate::LoadedArena`] that gave its extern table back: `externs` is empty there).
+    pub(crate) extern_count: u32,
 }
 
 /// A named root: an object in a span, with client metadata.
@@ -410,7 +413,7 @@ impl<'a> Archive<'a> {
 
     /// Number of externs.
     pub fn extern_count(&self) -> u32 {
-        u32::try_from(self.externs.len()).unwrap_or(u32::MAX)
+        self.extern_count
     }
 
     /// The name of extern `id` (`None` also in the archive view of a [`crate::LoadedArena`]
@@ -626,7 +629,7 @@ impl<'a> Archive<'a> {
             Ok(())
         })?;
         // ARENA-SPAN-005
-        let count = self.externs.len() as u64;
+        let count = u64::from(self.extern_count);
         try_for_each_slot(external_w, |i| {
             let v = word(i);
             if v >= count {

@@ -929,5 +929,7 @@ pub(crate) fn validate_tables<'a>(
         producer,
         archive_meta: sections.archive_meta,
         extern_names_absent: false,
+        // Fits: checked with the other counts above.
+        extern_count: u32::try_from(externs.len()).unwrap_or(u32::MAX),
     })
 }

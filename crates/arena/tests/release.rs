@@ -219,3 +219,81 @@ fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back(
         "{r:?}"
     );
 }
+
+#[test]
+fn read_strategy_keeps_extern_entries_only_until_resolved_and_reads_the_table_back() {
+    let n = 1000;
+    let bytes = many_externs(n);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("externs.arena");
+    std::fs::write(&path, &bytes).unwrap();
+    let name = |i: u32| format!("an-extern-name-long-enough-{i:06}").into_bytes();
+    let all_names = |arena: &LoadedArena| {
+        let mut seen = Vec::new();
+        arena
+            .for_each_extern_name::<Infallible>(&mut |id, nm| {
+                seen.push((id.0, nm.to_vec()));
+                Ok(())
+            })
+            .map(|()| seen)
+    };
+    let expected: Vec<(u32, Vec<u8>)> = (0..n).map(|i| (i, name(i))).collect();
+    let arena = LoadedArena::open(&path, LoadStrategy::Read).unwrap();
+    assert_eq!(arena.archive().extern_count(), n);
+    // Nothing resolved: every entry is in its cell.
+    assert_eq!(all_names(&arena).unwrap(), expected);
+    for i in [0, 3, 999] {
+        let root = arena
+            .archive()
+            .find_root(format!("r{i:06}").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        arena
+            .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
+                got = nm.to_vec();
+                Ok(0x2000 + u64::from(i))
+            })
+            .unwrap();
+        assert_eq!(got, name(i));
+        assert_eq!(read_word(&arena, root.object), 0x2000 + u64::from(i));
+    }
+    // Three cells hold addresses now: the entries come from the file, checked.
+    assert_eq!(all_names(&arena).unwrap(), expected);
+    // Asked for from a resolver (the load lock is held): refused, not a deadlock.
+    let root = arena.archive().find_root(b"r000010").unwrap();
+    let mut inner = None;
+    arena
+        .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, _| {
+            inner = Some(all_names(&arena).map(|_| ()));
+            Ok(0x3000)
+        })
+        .unwrap();
+    assert!(
+        matches!(inner, Some(Err(LoadError::Arena(ref e))) if matches!(e.kind, ErrorKind::Reentrant)),
+        "{inner:?}"
+    );
+    // The table changed in the file after open (in place, which publishing never does): refused
+    // when read back.
+    let mut entry = Vec::new();
+    entry.extend_from_slice(&(5 * 33u32).to_le_bytes());
+    entry.extend_from_slice(&33u32.to_le_bytes());
+    let at = bytes.windows(8).position(|w| w == &entry[..]).unwrap();
+    let mut changed = bytes.clone();
+    changed[at + 4] = 32;
+    std::fs::write(&path, &changed).unwrap();
+    let r = all_names(&arena);
+    assert!(
+        matches!(r, Err(LoadError::Arena(ref e)) if matches!(e.kind, ErrorKind::TableChecksum { .. })),
+        "{r:?}"
+    );
+    // A span using an extern not resolved yet still loads: its entry is in its cell.
+    let root = arena.archive().find_root(b"r000500").unwrap();
+    let mut got = Vec::new();
+    arena
+        .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
+            got = nm.to_vec();
+            Ok(0x4000)
+        })
+        .unwrap();
+    assert_eq!(got, name(500));
+}
