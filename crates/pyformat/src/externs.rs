@@ -240,6 +240,50 @@ impl ExternKind {
     }
 }
 
+impl ExternKind {
+    /// Two-byte code of the kind (the extern table holds one per extern: most externs of a
+    /// large archive are interned strings, and `ExternKind` itself takes four bytes).
+    fn pack(self) -> u16 {
+        match self {
+            ExternKind::InternedStr => 0,
+            ExternKind::None => 1,
+            ExternKind::True => 2,
+            ExternKind::False => 3,
+            ExternKind::Ellipsis => 4,
+            ExternKind::EmptyTuple => 5,
+            ExternKind::EmptyStr => 6,
+            ExternKind::EmptyBytes => 7,
+            ExternKind::Type(t) => 0x10 | t as u16,
+            // -5..=256 (checked by `parse`, the only producer): 0..=261.
+            ExternKind::SmallInt(v) => 0x100 + (v + 5) as u16,
+            ExternKind::Char(c) => 0x400 | u16::from(c),
+            ExternKind::InternedChar(c) => 0x500 | u16::from(c),
+            ExternKind::Byte(c) => 0x600 | u16::from(c),
+        }
+    }
+
+    /// The kind of a code made by [`ExternKind::pack`].
+    fn unpack(code: u16) -> Option<ExternKind> {
+        let low = (code & 0xff) as u8;
+        Some(match code {
+            0 => ExternKind::InternedStr,
+            1 => ExternKind::None,
+            2 => ExternKind::True,
+            3 => ExternKind::False,
+            4 => ExternKind::Ellipsis,
+            5 => ExternKind::EmptyTuple,
+            6 => ExternKind::EmptyStr,
+            7 => ExternKind::EmptyBytes,
+            0x10..=0x1f => ExternKind::Type(TypeTag::from_u8(low & 0xf)?),
+            0x100..=0x205 => ExternKind::SmallInt(code as i16 - 0x100 - 5),
+            0x400..=0x4ff => ExternKind::Char(low),
+            0x500..=0x5ff => ExternKind::InternedChar(low),
+            0x600..=0x6ff => ExternKind::Byte(low),
+            _ => return None,
+        })
+    }
+}
+
 /// Exactly two lowercase hex digits.
 fn parse_hex2(h: &str) -> Option<u8> {
     if h.len() != 2 || !h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
@@ -251,7 +295,8 @@ fn parse_hex2(h: &str) -> Option<u8> {
 /// The archive's extern ids, decoded once per archive (cost: number of externs).
 #[derive(Debug, Clone)]
 pub struct ExternTable {
-    kinds: Vec<ExternKind>,
+    /// [`ExternKind::pack`] codes, by id.
+    kinds: Vec<u16>,
 }
 
 impl ExternTable {
@@ -290,20 +335,23 @@ impl ExternTable {
         if id.0 as usize != self.kinds.len() {
             return Err(unknown());
         }
-        self.kinds.push(if name.starts_with(ISTR) {
-            ExternKind::InternedStr
-        } else {
-            ExternKind::parse(name).ok_or_else(unknown)?
-        });
+        self.kinds.push(
+            if name.starts_with(ISTR) {
+                ExternKind::InternedStr
+            } else {
+                ExternKind::parse(name).ok_or_else(unknown)?
+            }
+            .pack(),
+        );
         Ok(())
     }
 
     /// Check the characters of every [`ExternKind::InternedStr`] name of `archive` (the table
     /// made from it), as resolving them would (for a full verification of an archive).
     pub fn check_interned_names(&self, archive: &Archive<'_>) -> Result<(), PyFormatError> {
-        for (i, k) in self.kinds.iter().enumerate() {
+        for (i, &k) in self.kinds.iter().enumerate() {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
-            if *k == ExternKind::InternedStr
+            if ExternKind::unpack(k) == Some(ExternKind::InternedStr)
                 && archive
                     .extern_name(ExternId(id))
                     .and_then(parse_interned_str)
@@ -317,7 +365,9 @@ impl ExternTable {
 
     /// What `id` stands for.
     pub fn kind(&self, id: ExternId) -> Option<ExternKind> {
-        self.kinds.get(id.0 as usize).copied()
+        self.kinds
+            .get(id.0 as usize)
+            .and_then(|&k| ExternKind::unpack(k))
     }
 
     /// Number of externs.
@@ -351,8 +401,18 @@ mod tests {
         all.extend((0..=255).map(ExternKind::Char));
         all.extend((0..=255).map(ExternKind::InternedChar));
         all.extend((0..=255).map(ExternKind::Byte));
+        all.push(ExternKind::InternedStr);
+        let mut codes = std::collections::HashSet::new();
         for k in all {
-            assert_eq!(ExternKind::parse(k.name().as_bytes()), Some(k), "{k:?}");
+            if k != ExternKind::InternedStr {
+                assert_eq!(ExternKind::parse(k.name().as_bytes()), Some(k), "{k:?}");
+            }
+            // The extern table's two-byte codes: one per kind, and back.
+            assert!(codes.insert(k.pack()), "{k:?}");
+            assert_eq!(ExternKind::unpack(k.pack()), Some(k), "{k:?}");
+        }
+        for code in [8u16, 0x0f, 0x18, 0x206, 0x2ff, 0x3ff, 0x700, u16::MAX] {
+            assert_eq!(ExternKind::unpack(code), None, "{code:#x}");
         }
         for (kind, data) in [
             (1u8, &b"ab"[..]),
