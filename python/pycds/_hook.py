@@ -28,6 +28,8 @@ _state: dict = {
     "trace_list": None,
     "auto_archive": None,
     "auto_reason": None,
+    # PYCDSVERBOSE, read when the hook starts serving (per served module it cost ~1 us).
+    "verbose": 0,
 }
 
 
@@ -122,13 +124,13 @@ class CDSExtensionLoader(_bext.ExtensionFileLoader):
 
 def _served(name):
     _state["served"].append(name)
-    if _verbose() >= 1:
+    if _state["verbose"] >= 1:
         sys.stderr.write("pycds: served %s\n" % name)
 
 
 def _fallback(name, reason):
     _state["fallbacks"].append((name, reason))
-    if _verbose() >= 2:
+    if _state["verbose"] >= 2:
         sys.stderr.write("pycds: fallback %s: %s\n" % (name, reason))
     return None
 
@@ -162,6 +164,7 @@ def share(path, _replace=None):
     gives one warning on stderr and leaves imports untouched. (``_replace``: the start-up
     stand-in whose place in ``sys.meta_path`` the finder takes.)
     """
+    _state["verbose"] = _verbose()
     try:
         # Objects were checked when the archive was written; PYCDS_CHECK=full checks them
         # again at every load (integrity is always verified).
