@@ -152,12 +152,17 @@ fn release_in_memory_only_marks() {
     intact(&arena, &ranges, 3);
 }
 
-/// `n` spans of one word each, span `i` referencing extern `name{i}` (names long enough to
-/// fill several pages), with roots `r{i}`.
+/// The name of extern `i` of [`many_externs`] (33 bytes).
+fn extern_name(i: u32) -> Vec<u8> {
+    format!("an-extern-name-long-enough-{i:06}").into_bytes()
+}
+
+/// `n` spans of one word each, span `i` referencing extern [`extern_name`]`(i)` (names long
+/// enough to fill several pages), with roots `r{i}`.
 fn many_externs(n: u32) -> Vec<u8> {
     let mut b = ArenaBuilder::new(PROFILE);
     for i in 0..n {
-        let x = b.extern_id(format!("an-extern-name-long-enough-{i:06}").as_bytes());
+        let x = b.extern_id(&extern_name(i));
         let s = b.begin_span(&[]);
         let at = b.alloc(8, 8);
         b.set_external(at, x);
@@ -167,14 +172,32 @@ fn many_externs(n: u32) -> Vec<u8> {
     b.finish().unwrap()
 }
 
+/// [`many_externs`]`(n)` written to a file of a new temporary directory: (directory, file
+/// path, bytes).
+fn many_externs_file(n: u32) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let bytes = many_externs(n);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("externs.arena");
+    std::fs::write(&path, &bytes).unwrap();
+    (dir, path, bytes)
+}
+
+/// Every extern's (id, name), from `for_each_extern_name`.
+fn all_names(arena: &LoadedArena) -> Result<Vec<(u32, Vec<u8>)>, LoadError<Infallible>> {
+    let mut seen = Vec::new();
+    arena
+        .for_each_extern_name::<Infallible>(&mut |id, nm| {
+            seen.push((id.0, nm.to_vec()));
+            Ok(())
+        })
+        .map(|()| seen)
+}
+
 #[test]
 fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back() {
     let n = 1000;
-    let bytes = many_externs(n);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("names.arena");
-    std::fs::write(&path, &bytes).unwrap();
-    let name = |i: u32| format!("an-extern-name-long-enough-{i:06}").into_bytes();
+    let (_dir, path, bytes) = many_externs_file(n);
+    let name = extern_name;
     for strategy in [LoadStrategy::Read, LoadStrategy::Map] {
         let arena = LoadedArena::open(&path, strategy).unwrap();
         let a = arena.archive();
@@ -183,14 +206,10 @@ fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back(
             a.extern_name(pycds_arena::ExternId(3)).is_none(),
             strategy == LoadStrategy::Read
         );
-        let mut seen = Vec::new();
-        arena
-            .for_each_extern_name::<Infallible>(&mut |id, nm| {
-                seen.push((id.0, nm.to_vec()));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(seen, (0..n).map(|i| (i, name(i))).collect::<Vec<_>>());
+        assert_eq!(
+            all_names(&arena).unwrap(),
+            (0..n).map(|i| (i, name(i))).collect::<Vec<_>>()
+        );
         // Root names stay readable; each span resolves its own extern by its name.
         for i in [0, 1, 517, n - 1] {
             let root = a.find_root(format!("r{i:06}").as_bytes()).unwrap();
@@ -223,20 +242,8 @@ fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back(
 #[test]
 fn read_strategy_keeps_extern_entries_only_until_resolved_and_reads_the_table_back() {
     let n = 1000;
-    let bytes = many_externs(n);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("externs.arena");
-    std::fs::write(&path, &bytes).unwrap();
-    let name = |i: u32| format!("an-extern-name-long-enough-{i:06}").into_bytes();
-    let all_names = |arena: &LoadedArena| {
-        let mut seen = Vec::new();
-        arena
-            .for_each_extern_name::<Infallible>(&mut |id, nm| {
-                seen.push((id.0, nm.to_vec()));
-                Ok(())
-            })
-            .map(|()| seen)
-    };
+    let (_dir, path, bytes) = many_externs_file(n);
+    let name = extern_name;
     let expected: Vec<(u32, Vec<u8>)> = (0..n).map(|i| (i, name(i))).collect();
     let arena = LoadedArena::open(&path, LoadStrategy::Read).unwrap();
     assert_eq!(arena.archive().extern_count(), n);
