@@ -193,6 +193,24 @@ fn all_names(arena: &LoadedArena) -> Result<Vec<(u32, Vec<u8>)>, LoadError<Infal
         .map(|()| seen)
 }
 
+/// Loads the span of root `r{i}` of [`many_externs`], resolving its extern to `addr`; checks
+/// the relocated word and returns the name the resolver was given.
+fn load_root(arena: &LoadedArena, i: u32, addr: u64) -> Vec<u8> {
+    let root = arena
+        .archive()
+        .find_root(format!("r{i:06}").as_bytes())
+        .unwrap();
+    let mut got = Vec::new();
+    arena
+        .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
+            got = nm.to_vec();
+            Ok(addr)
+        })
+        .unwrap();
+    assert_eq!(read_word(arena, root.object), addr);
+    got
+}
+
 #[test]
 fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back() {
     let n = 1000;
@@ -212,16 +230,11 @@ fn read_strategy_leaves_extern_names_in_the_file_and_checks_them_when_read_back(
         );
         // Root names stay readable; each span resolves its own extern by its name.
         for i in [0, 1, 517, n - 1] {
-            let root = a.find_root(format!("r{i:06}").as_bytes()).unwrap();
-            let mut got = Vec::new();
-            arena
-                .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
-                    got = nm.to_vec();
-                    Ok(0x1000 + u64::from(i))
-                })
-                .unwrap();
-            assert_eq!(got, name(i), "{strategy:?}");
-            assert_eq!(read_word(&arena, root.object), 0x1000 + u64::from(i));
+            assert_eq!(
+                load_root(&arena, i, 0x1000 + u64::from(i)),
+                name(i),
+                "{strategy:?}"
+            );
         }
     }
     // Names changed in the file after open (in place, which publishing never does): a Read
@@ -250,19 +263,7 @@ fn read_strategy_keeps_extern_entries_only_until_resolved_and_reads_the_table_ba
     // Nothing resolved: every entry is in its cell.
     assert_eq!(all_names(&arena).unwrap(), expected);
     for i in [0, 3, 999] {
-        let root = arena
-            .archive()
-            .find_root(format!("r{i:06}").as_bytes())
-            .unwrap();
-        let mut got = Vec::new();
-        arena
-            .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
-                got = nm.to_vec();
-                Ok(0x2000 + u64::from(i))
-            })
-            .unwrap();
-        assert_eq!(got, name(i));
-        assert_eq!(read_word(&arena, root.object), 0x2000 + u64::from(i));
+        assert_eq!(load_root(&arena, i, 0x2000 + u64::from(i)), name(i));
     }
     // Three cells hold addresses now: the entries come from the file, checked.
     assert_eq!(all_names(&arena).unwrap(), expected);
@@ -294,13 +295,5 @@ fn read_strategy_keeps_extern_entries_only_until_resolved_and_reads_the_table_ba
         "{r:?}"
     );
     // A span using an extern not resolved yet still loads: its entry is in its cell.
-    let root = arena.archive().find_root(b"r000500").unwrap();
-    let mut got = Vec::new();
-    arena
-        .load_span::<Infallible>(root.span, &mut |_| Ok(()), &mut |_, nm| {
-            got = nm.to_vec();
-            Ok(0x4000)
-        })
-        .unwrap();
-    assert_eq!(got, name(500));
+    assert_eq!(load_root(&arena, 500, 0x4000), name(500));
 }
