@@ -140,7 +140,8 @@ def run_once(argv, env):
 
 def ab(commands, rounds, warmup=2):
     """Round-robin timing of ``{label: (argv, env)}``; per label: median wall ms, median
-    per-round ratio to the first command, median minor faults, median peak RSS (MiB)."""
+    per-round ratio to the first command with the quartiles of those ratios (how far one
+    round's ratio strays on this host), median minor faults, median peak RSS (MiB)."""
     labels = list(commands)
     for _ in range(warmup):
         for lab in labels:
@@ -153,9 +154,13 @@ def ab(commands, rounds, warmup=2):
     out = {}
     for lab in labels:
         walls = [s[0] for s in samples[lab]]
+        ratios = [w / b for w, b in zip(walls, base)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         out[lab] = {
             "median_ms": statistics.median(walls) * 1e3,
-            "ratio": statistics.median(w / b for w, b in zip(walls, base)),
+            "ratio": statistics.median(ratios),
+            "ratio_q1": q1,
+            "ratio_q3": q3,
             "minflt": statistics.median(s[1] for s in samples[lab]),
             "maxrss_mib": statistics.median(s[2] for s in samples[lab]) / 1024,
         }
@@ -331,7 +336,12 @@ def big_archive(pyc, base, d, n):
 
 
 def fmt_ratio(t, lab):
-    return "%.1f ms (%.3f)" % (t[lab]["median_ms"], t[lab]["ratio"]) if lab in t else "n/a"
+    if lab not in t:
+        return "n/a"
+    r = t[lab]
+    if "ratio_q1" not in r:  # (results of an older run)
+        return "%.1f ms (%.3f)" % (r["median_ms"], r["ratio"])
+    return "%.1f ms (%.3f; %.2f–%.2f)" % (r["median_ms"], r["ratio"], r["ratio_q1"], r["ratio_q3"])
 
 
 def report(results, args):
@@ -340,7 +350,8 @@ def report(results, args):
            % (" ".join(["python3", "benches/startup/matrix.py"] + sys.argv[1:]),
               time.strftime("%Y-%m-%d"), args.n, args.procs), "",
            "Wall time: median, with the median of the per-round ratios to plain CPython in "
-           "parentheses (lower is better); *idle* = pycds installed, `PYCDSMODE` unset. "
+           "parentheses (lower is better) and their interquartile range (half of the rounds "
+           "fall in it: the host's spread); *idle* = pycds installed, `PYCDSMODE` unset. "
            "Faults: minor page faults (median). PSS: total of all processes, MiB. Archive: "
            "size / `.pyc` bytes of the modules it holds. DUMP: whole DUMP process / plain run "
            "of the workload.", ""]
