@@ -1058,7 +1058,9 @@ def main():
         ctx.orig = f.read()
     ctx.layout = R.Layout(ctx.orig)
     ctx.served = set(lines.served)
-    ctx.used_spans = {ctx.layout.root_span[n] for n in ctx.served}
+    # (C extensions are served from their metadata: their spans are never loaded)
+    kinds = {r["name"]: r["kind"] for r in ctx.layout.roots}
+    ctx.used_spans = {ctx.layout.root_span[n] for n in ctx.served if kinds.get(n) != "e"}
     # (with the spans they depend on: a module's kept span, loaded with its transient span)
     ctx.used_spans |= {d for s in ctx.used_spans for d in ctx.layout.spans[s]["deps"]}
     cm = R.run([ctx.python, "-c", BYTECODE_MAP, ctx.archive,

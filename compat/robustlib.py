@@ -416,12 +416,18 @@ class Layout:
         self._bitmap_starts = [s["bitmap_off"] for s in self.spans]
         ro, rl = self.section("ROOTS")
         stro = self.section("STRINGS")[0]
+        meta_at = self.section("META")[0]
         self.roots = []
         self.span_roots = collections.defaultdict(list)
         for i in range(rl // ROOT.size):
-            noff, nlen, obj, span, _mo, _ml, _r = ROOT.unpack_from(data, ro + ROOT.size * i)
+            noff, nlen, obj, span, mo, ml, _r = ROOT.unpack_from(data, ro + ROOT.size * i)
             name = data[stro + noff:stro + noff + nlen].decode("utf-8", "replace")
-            self.roots.append({"name": name, "object": obj, "span": span})
+            # The import hook's module metadata (after the profile's one-byte root kind:
+            # `PYM2\0<kind>\0...`): `e` for a C extension, whose span the loader never loads
+            # (only the metadata is used).
+            meta = data[meta_at + mo + 1:meta_at + mo + ml].split(b"\0")
+            kind = meta[1].decode("ascii", "replace") if meta[0] == b"PYM2" and len(meta) > 1 else None
+            self.roots.append({"name": name, "object": obj, "span": span, "kind": kind})
             self.span_roots[span].append(name)
         self.root_span = {r["name"]: r["span"] for r in self.roots}
         # A span without roots that a root's span depends on (the import hook's kept span of
