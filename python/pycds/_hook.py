@@ -176,7 +176,7 @@ def share(path, _replace=None):
         # This interpreter, run with other compiler flags (e.g. a child started with
         # -X no_debug_ranges): the archive is simply not for this process, as with -O.
         _state["unused_because"] = str(exc)
-        if _verbose() >= 2:
+        if _state["verbose"] >= 2:
             sys.stderr.write("pycds: not using archive %s: %s\n" % (os.fspath(path), exc))
         return False
     except Exception as exc:

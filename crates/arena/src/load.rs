@@ -1231,10 +1231,7 @@ impl LoadedArena {
             .states
             .get(id.0 as usize)
             .ok_or_else(|| ArenaError::kind_only(ErrorKind::NoSuchSpan { span: id.0 }))?;
-        if ACTIVE.with(|a| a.get()) == self as *const LoadedArena as usize {
-            return Err(ArenaError::kind_only(ErrorKind::Reentrant));
-        }
-        let _lock = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _locked = self.lock_loads()?;
         if state.load(Ordering::Acquire) != LOADED {
             return Err(ErrorKind::InvalidInput {
                 what: "only a loaded span can be released",
