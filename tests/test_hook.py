@@ -1110,3 +1110,69 @@ for check in (True, False):
 """
     p = ok(run(["-c", code, str(img)], cwd=tmp_path))
     assert p.stdout.split("\n")[:4] == ["m0 refused", "<module>", "m0 refused", "<module>"]
+
+
+def _own_copy(tmp_path):
+    """A copy of the installed ``pycds`` package and ``_pycds_boot`` without any ``.pyc``,
+    in a directory that shadows the installed ones through ``PYTHONPATH``."""
+    import pycds
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(pycds.__file__), site / "pycds",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    boot = os.path.join(os.path.dirname(os.path.dirname(pycds.__file__)), "_pycds_boot.py")
+    shutil.copy2(boot, site / "_pycds_boot.py")
+    return site
+
+
+def test_dump_writes_missing_bytecode_of_pycds_start_up_modules(tmp_path):
+    # Installed without compiling and run with PYTHONDONTWRITEBYTECODE, pycds's own
+    # start-up modules would be compiled by every process with PYCDSMODE set. DUMP writes
+    # their .pyc once (only where missing or stale); SHARE then loads them.
+    site = _own_copy(tmp_path)
+    tag = sys.implementation.cache_tag
+    pycs = {site / "__pycache__" / ("_pycds_boot.%s.pyc" % tag)} | {
+        site / "pycds" / "__pycache__" / ("%s.%s.pyc" % (m, tag))
+        for m in ("__init__", "_hook", "_startup")}
+    write(tmp_path / "app.py", "import json\nprint(json.dumps([1]))\n")
+    lst, img = tmp_path / "a.lst", tmp_path / "a.img"
+    common = {"PYTHONPATH": site, "PYTHONDONTWRITEBYTECODE": "1"}
+    ok(run(["app.py"], cwd=tmp_path, PYCDSMODE="TRACE", PYCDSLIST=lst, **common))
+    assert not any(p.exists() for p in pycs)
+    ok(run([], cwd=tmp_path, PYCDSMODE="DUMP", PYCDSLIST=lst, PYCDSARCHIVE=img, **common))
+    assert all(p.exists() for p in pycs), sorted(map(str, pycs))
+    assert not (site / "pycds" / "__pycache__" / ("__main__.%s.pyc" % tag)).exists()
+    # SHARE uses them: no pycds module is compiled from source.
+    p = ok(run(["-v", "app.py"], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img,
+               PYCDSVERBOSE="1", **common))
+    assert p.stdout == "[1]\n" and "json" in served_lines(p.stderr)
+    for pyc in pycs:  # (pycds._startup runs in the other modes)
+        assert ("# %s matches " % pyc in p.stderr) != pyc.name.startswith("_startup."), pyc
+    # Up to date: nothing written again (the API reports what it wrote).
+    api = ("import json, sys, pycds; r = pycds.dump(sys.argv[1], sys.argv[2]); "
+           "print(json.dumps(r['bytecode_written']))")
+    p = ok(run(["-c", api, lst, tmp_path / "b.img"], cwd=tmp_path, **common))
+    assert json.loads(p.stdout) == []
+    # Stale (the source's mtime changed) or foreign (another magic number): rewritten.
+    hook_pyc = site / "pycds" / "__pycache__" / ("_hook.%s.pyc" % tag)
+    st = os.stat(site / "pycds" / "_hook.py")
+    os.utime(site / "pycds" / "_hook.py", (st.st_atime, st.st_mtime - 10))
+    init_pyc = site / "pycds" / "__pycache__" / ("__init__.%s.pyc" % tag)
+    init_pyc.write_bytes(b"\0\0\0\0" + init_pyc.read_bytes()[4:])
+    p = ok(run(["-c", api, lst, tmp_path / "b.img"], cwd=tmp_path, **common))
+    assert sorted(json.loads(p.stdout)) == sorted([str(hook_pyc), str(init_pyc)])
+    # Hash-based .pyc files are honoured as the import system honours them.
+    import py_compile
+    py_compile.compile(str(site / "_pycds_boot.py"), cfile=str(site / "__pycache__" / (
+        "_pycds_boot.%s.pyc" % tag)), invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    p = ok(run(["-c", api, lst, tmp_path / "b.img"], cwd=tmp_path, **common))
+    assert json.loads(p.stdout) == []
+    with open(site / "_pycds_boot.py", "a", encoding="utf-8") as f:
+        f.write("\n# changed\n")
+    p = ok(run(["-c", api, lst, tmp_path / "b.img"], cwd=tmp_path, **common))
+    assert json.loads(p.stdout) == [str(site / "__pycache__" / ("_pycds_boot.%s.pyc" % tag))]
+    # A location that cannot be written is left alone; the dump itself succeeds.
+    shutil.rmtree(site / "pycds" / "__pycache__")
+    (site / "pycds" / "__pycache__").write_bytes(b"not a directory")
+    p = ok(run(["-c", api, lst, tmp_path / "c.img"], cwd=tmp_path, **common))
+    assert json.loads(p.stdout) == [] and (tmp_path / "c.img").exists()
+    assert (site / "pycds" / "__pycache__").read_bytes() == b"not a directory"

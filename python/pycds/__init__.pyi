@@ -50,6 +50,9 @@ class _DumpResult(TypedDict):
     heap_bytes: int
     #: ``(module, reason)`` for every listed module not written
     skipped: list[tuple[str, str]]
+    #: the ``.pyc`` files of pycds's own start-up modules written because they were
+    #: missing or stale (each process with ``PYCDSMODE`` set imports them)
+    bytecode_written: list[str]
 
 class _HookStats(TypedDict):
     #: ``"trace"``, ``"share"``, ``"auto"`` or ``None``

@@ -58,6 +58,8 @@ def _dump(lst, archive):
     if _hook._verbose() or tty:
         sys.stderr.write("pycds: wrote %s: %d modules, %d bytes\n"
                          % (archive, r["modules"], r["bytes"]))
+        for pyc in r["bytecode_written"]:
+            sys.stderr.write("pycds: wrote %s (pycds's own start-up code)\n" % (pyc,))
 
 
 def _start():
