@@ -1170,6 +1170,11 @@ def test_dump_writes_missing_bytecode_of_pycds_start_up_modules(tmp_path):
         f.write("\n# changed\n")
     p = ok(run(["-c", api, lst, tmp_path / "b.img"], cwd=tmp_path, **common))
     assert json.loads(p.stdout) == [str(site / "__pycache__" / ("_pycds_boot.%s.pyc" % tag))]
+    # python -m pycds dump says so.
+    hook_pyc.unlink()
+    p = ok(run(["-m", "pycds", "dump", lst, "-o", tmp_path / "d.img"], cwd=tmp_path, **common))
+    assert p.stdout.endswith("wrote %s (pycds's own start-up code had no current .pyc)\n"
+                             % hook_pyc), p.stdout
     # A location that cannot be written is left alone; the dump itself succeeds.
     shutil.rmtree(site / "pycds" / "__pycache__")
     (site / "pycds" / "__pycache__").write_bytes(b"not a directory")

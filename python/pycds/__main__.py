@@ -236,6 +236,8 @@ def cmd_dump(ns, extra):
     skipped = r["skipped"]
     print("wrote %s: %d modules, %s, %d skipped"
           % (ns.output, r["modules"], _size_full(r["bytes"]), len(skipped)))
+    for pyc in r.get("bytecode_written", ()):
+        print("wrote %s (pycds's own start-up code had no current .pyc)" % pyc)
     if ns.verbose:
         for name, why in skipped:
             print("  skipped %s: %s" % (name, why))
