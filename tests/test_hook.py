@@ -1085,6 +1085,33 @@ def test_frozenset_constant_shared_by_body_and_function(tmp_path):
     assert "fsmod" in served_lines(p.stderr)
 
 
+def test_module_body_shares_its_file_name_with_its_functions(tmp_path):
+    # After a normal import a module's code objects share one co_filename string (marshal
+    # writes it once); the body's code (a transient span) refers to the kept span's.
+    write(tmp_path / "fnmod.py", """\
+        import sys
+        def f():
+            return sys._getframe().f_code.co_filename
+        class C:
+            BODY = sys._getframe().f_code.co_filename
+            def m(self):
+                return 1
+        BODY = sys._getframe().f_code.co_filename
+        SAME = (BODY is f.__code__.co_filename, C.BODY is f.__code__.co_filename,
+                f() is C.m.__code__.co_filename, BODY == __file__)
+        """)
+    write(tmp_path / "nofunc.py", "import sys\nNAME = sys._getframe().f_code.co_filename\n")
+    lst, img = tmp_path / "f.lst", tmp_path / "f.img"
+    trace_dump(["-c", "import fnmod, nofunc"], tmp_path, lst, img)
+    code = "import fnmod, nofunc; print(fnmod.SAME, nofunc.NAME == nofunc.__file__)"
+    plain = ok(run(["-c", code], cwd=tmp_path))
+    assert plain.stdout == "(True, True, True, True) True\n"
+    p = ok(run(["-c", code], cwd=tmp_path, PYCDSMODE="SHARE", PYCDSARCHIVE=img,
+               PYCDSVERBOSE="1"))
+    assert p.stdout == plain.stdout
+    assert {"fnmod", "nofunc"} <= set(served_lines(p.stderr))
+
+
 def test_damaged_kept_span_fails_only_its_module_when_checked(tmp_path):
     # A module's kept span is checked after its transient span (load order); when it is
     # damaged, that module fails and the next module still loads.

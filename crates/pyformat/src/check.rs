@@ -141,15 +141,17 @@ pub struct Checker {
     codes: Vec<PendingCode>,
     /// first word of the object being walked (references below it are checked at once)
     cur: usize,
-    /// the dependency a transient span's tuple items may refer to (start, length)
+    /// the dependency a transient span's tuple items and str fields may refer to (start,
+    /// length)
     dep: Option<(u64, u64)>,
     /// `types` of the span checked before the current one, and that span (start, length)
     /// if its check passed
     prev_types: Vec<u8>,
     prev_span: Option<(u64, u64)>,
-    /// references of a transient span into its dependency `(slot, target)` (absolute
-    /// offsets) still to check against the dependency's objects, and that dependency
-    cross: Vec<(u64, u64)>,
+    /// references of a transient span into its dependency `(slot, target, expected type)`
+    /// (absolute offsets) still to check against the dependency's objects, and that
+    /// dependency
+    cross: Vec<(u64, u64, Expect)>,
     cross_dep: Option<(u64, u64)>,
 }
 
@@ -287,24 +289,27 @@ impl Checker {
     }
 
     /// Check the references a transient span makes into `dep`, whose per-word types are
-    /// `types`: each must be the start of an object.
+    /// `types`: each must be the start of an object of the type its field requires.
     fn check_cross(
-        cross: &[(u64, u64)],
+        cross: &[(u64, u64, Expect)],
         dep: (u64, u64),
         types: &[u8],
     ) -> Result<(), PyFormatError> {
-        for &(slot, target) in cross {
+        for &(slot, target, expect) in cross {
             let rel = target.wrapping_sub(dep.0);
             let ok = rel < dep.1
                 && rel % 8 == 0
                 && types
                     .get((rel / 8) as usize)
                     .and_then(|&t| tag_of(t))
-                    .is_some();
+                    .is_some_and(|tag| expect.accepts(tag));
             if !ok {
                 return Err(PyFormatError::BadReference {
                     offset: slot,
-                    expected: "the start of an object of the module's span",
+                    expected: match expect {
+                        Expect::Str => "a str of the module's span",
+                        _ => "the start of an object of the module's span",
+                    },
                 });
             }
         }
@@ -316,7 +321,7 @@ impl Checker {
     /// [`Checker::check_span`] in id order does). Clears that state.
     pub fn finish(&mut self) -> Result<(), PyFormatError> {
         self.cross_dep = None;
-        if let Some(&(slot, _)) = self.cross.first() {
+        if let Some(&(slot, _, _)) = self.cross.first() {
             self.cross.clear();
             return Err(PyFormatError::BadReference {
                 offset: slot,
@@ -330,7 +335,8 @@ impl Checker {
     /// live in this span (each must be an object start; a holder root a 1-tuple).
     ///
     /// `dep` is the span's single dependency (start, length), if it has exactly one: a
-    /// transient span's tuple items may refer to objects of it. Those references are
+    /// transient span's tuple items, and the str fields of its code objects, may refer to
+    /// objects of it (str objects for the latter). Those references are
     /// checked against the dependency's objects when it is checked right before this span
     /// (id order, as `pycds verify` does) or right after it (load order: a span, then its
     /// dependency); [`Checker::finish`] then fails if neither happened.
@@ -724,10 +730,14 @@ impl Checker {
         if let Some(t) = sp.internal_at(w) {
             let rel = t.wrapping_sub(sp.start);
             if t < sp.start || rel >= sp.len {
-                // A transient span's tuple items may refer to its dependency's objects.
+                // A transient span's tuple items may refer to its dependency's objects, and
+                // its code objects' str fields to its str objects (`co_filename`: the
+                // module's functions' own, as after a normal import).
                 if let Some((ds, dl)) = self.dep {
-                    if item && expect == Expect::Any && t.wrapping_sub(ds) < dl {
-                        self.cross.push((sp.abs(8 * w), t));
+                    if ((item && expect == Expect::Any) || (!item && expect == Expect::Str))
+                        && t.wrapping_sub(ds) < dl
+                    {
+                        self.cross.push((sp.abs(8 * w), t, expect));
                         return Ok(());
                     }
                 }

@@ -38,12 +38,12 @@ fn s(data: &'static [u8]) -> StrData<'static> {
     }
 }
 
-/// A code object with `consts` and otherwise private (or extern) fields.
-fn code(w: &mut PyArchiveWriter, v: PyVersion, consts: ObjRef) -> ObjRef {
+/// A code object with `consts`, `file` as `co_filename` and otherwise private (or extern)
+/// fields.
+fn code(w: &mut PyArchiveWriter, v: PyVersion, consts: ObjRef, file: ObjRef) -> ObjRef {
     let empty_t = w.external(ExternKind::EmptyTuple);
     let empty_b = w.external(ExternKind::EmptyBytes);
     let name = w.str_obj(s(b"body"), true).unwrap();
-    let file = w.str_obj(s(b"/src/mod.py"), false).unwrap();
     let lt = w.bytes_obj(b"\x80\x00\x01\x02").unwrap();
     let mut fields = [ObjRef::Internal(0); 9];
     for (i, f) in CodeField::ALL.iter().enumerate() {
@@ -59,30 +59,46 @@ fn code(w: &mut PyArchiveWriter, v: PyVersion, consts: ObjRef) -> ObjRef {
     w.code_obj(&raw_code(v, 8), fields).unwrap()
 }
 
+/// What [`split_archive`] gets wrong, if anything.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    /// one `co_consts` item points 8 bytes into a kept object
+    Target,
+    /// the body's `co_filename` is a kept tuple
+    FileNotStr,
+}
+
 /// Span 0: the module's kept objects (a function's code, a docstring, a tuple); span 1:
 /// the module's body, whose `co_consts` refers to them, to a class body of its own, and
-/// to a frozenset whose members tuple is its own and whose members are kept objects.
-/// `bad_target`: make one reference point 8 bytes into a kept object.
-fn split_archive(v: PyVersion, bad_target: bool) -> Vec<u8> {
+/// to a frozenset whose members tuple is its own and whose members are kept objects. The
+/// body and the class body share the function's `co_filename` (in span 0).
+fn split_archive(v: PyVersion, fault: Fault) -> Vec<u8> {
     let mut w = PyArchiveWriter::new(v.layout(), &fingerprint(v), b"");
     w.begin_span();
     let none = w.external(ExternKind::None);
     let f_consts = w.tuple_obj(&[none]).unwrap();
-    let func = code(&mut w, v, f_consts);
+    let file = w.str_obj(s(b"/src/mod.py"), false).unwrap();
+    let func = code(&mut w, v, f_consts, file);
     let doc = w.str_obj(s(b"A module docstring."), false).unwrap();
     let kept_tuple = w.tuple_obj(&[doc, none]).unwrap();
     let member = w.str_obj(s(b"not interned"), false).unwrap();
     let module = w.end_span();
     w.begin_transient_span(module);
     let class_consts = w.tuple_obj(&[func, none]).unwrap();
-    let class_body = code(&mut w, v, class_consts);
+    let class_body = code(&mut w, v, class_consts, file);
     let fs = w.frozenset_obj(&[member, doc]).unwrap();
-    let kept = match (bad_target, kept_tuple) {
-        (true, ObjRef::Internal(o)) => ObjRef::Internal(o + 8),
+    let kept = match (fault, kept_tuple) {
+        (Fault::Target, ObjRef::Internal(o)) => ObjRef::Internal(o + 8),
         _ => kept_tuple,
     };
     let consts = w.tuple_obj(&[doc, func, class_body, kept, fs]).unwrap();
-    let body = code(&mut w, v, consts);
+    let body_file = if fault == Fault::FileNotStr {
+        kept_tuple
+    } else {
+        file
+    };
+    let body = code(&mut w, v, consts, body_file);
     w.add_root(b"mod", body, b"").unwrap();
     w.end_span();
     w.finish().unwrap()
@@ -118,7 +134,7 @@ fn check(bytes: &[u8], v: PyVersion, order: &[u32]) -> Result<Vec<(bool, usize)>
 #[test]
 fn transient_spans_check_in_id_and_load_order() {
     for v in [PyVersion::V3_11, PyVersion::V3_12, PyVersion::V3_13] {
-        let bytes = split_archive(v, false);
+        let bytes = split_archive(v, Fault::None);
         let a = Archive::from_bytes(&bytes).unwrap();
         assert_eq!(single_dependency(&a, SpanId(1)), {
             let s = a.span(SpanId(0)).unwrap();
@@ -128,8 +144,8 @@ fn transient_spans_check_in_id_and_load_order() {
         // id order (module span first) and load order (transient span, then its dependency).
         let id_order = check(&bytes, v, &[0, 1]).unwrap_or_else(|e| panic!("{v}: {e}"));
         let load_order = check(&bytes, v, &[1, 0]).unwrap_or_else(|e| panic!("{v}: {e}"));
-        assert_eq!(id_order, vec![(false, 7), (true, 7)], "{v}");
-        assert_eq!(load_order, vec![(true, 7), (false, 7)], "{v}");
+        assert_eq!(id_order, vec![(false, 7), (true, 6)], "{v}");
+        assert_eq!(load_order, vec![(true, 6), (false, 7)], "{v}");
         // The transient span lists every object, each with the transient count; the
         // module span's objects have the archive's.
         let l = v.layout();
@@ -137,7 +153,7 @@ fn transient_spans_check_in_id_and_load_order() {
         let meta = SpanMeta::parse(t.meta(), t.bytes()).unwrap();
         assert!(meta.transient());
         let listed: Vec<u32> = meta.listed().collect();
-        assert_eq!(listed.len(), 7);
+        assert_eq!(listed.len(), 6);
         for r in &listed {
             assert_eq!(
                 t.read_u64(t.start() + u64::from(*r)),
@@ -154,15 +170,21 @@ fn transient_spans_check_in_id_and_load_order() {
 #[test]
 fn references_into_the_module_span_are_checked() {
     let v = PyVersion::V3_12;
-    // A reference into the middle of a kept object: refused in either order.
-    let bad = split_archive(v, true);
+    // A reference into the middle of a kept object, or a code object's str field naming a
+    // kept object of another type: refused in either order.
+    let bad = split_archive(v, Fault::Target);
     for order in [[0, 1], [1, 0]] {
         let e = check(&bad, v, &order).unwrap_err();
         assert!(e.contains("module's span"), "{order:?}: {e}");
     }
+    let bad = split_archive(v, Fault::FileNotStr);
+    for order in [[0, 1], [1, 0]] {
+        let e = check(&bad, v, &order).unwrap_err();
+        assert!(e.contains("a str of the module's span"), "{order:?}: {e}");
+    }
     // The transient span alone (its dependency checked neither just before nor after):
     // its references cannot be checked, and `finish` says so.
-    let good = split_archive(v, false);
+    let good = split_archive(v, Fault::None);
     let e = check(&good, v, &[1]).unwrap_err();
     assert!(e.contains("checked with this one"), "{e}");
     // ... nor with another span checked in between.
@@ -175,7 +197,7 @@ fn references_into_the_module_span_are_checked() {
 #[test]
 fn a_transient_span_needs_exactly_one_dependency() {
     let v = PyVersion::V3_13;
-    let bytes = split_archive(v, false);
+    let bytes = split_archive(v, Fault::None);
     let a = Archive::from_bytes(&bytes).unwrap();
     let externs = ExternTable::from_archive(&a).unwrap();
     let view = a.verify_span(SpanId(1)).unwrap();

@@ -439,6 +439,16 @@ impl<'w, 'py, 's> Dumper<'w, 'py, 's> {
             self.path.push(format!(" code {name:?}.{}", f.attr()));
             let r = if transient && f == CodeField::Consts {
                 self.consts(&child)
+            } else if let (true, CodeField::Filename, Some(kept)) = (
+                transient,
+                f,
+                self.transient
+                    .as_ref()
+                    .and_then(|t| t.module.get(&(ptr as usize))),
+            ) {
+                // The module's functions' own file name, as after a normal import (marshal
+                // shares one string among a module's code objects).
+                Ok(*kept)
             } else {
                 self.object(&child)
             };
