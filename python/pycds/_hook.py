@@ -339,37 +339,36 @@ def dump(list_path, archive_path, progress=None):
 _OWN_START_MODULES = ("_pycds_boot", "pycds", "pycds._hook", "pycds._startup")
 
 
-def _own_pyc_is_current(source, cached):
-    """Whether ``cached`` is a ``.pyc`` the import system would use for ``source`` (the
-    checks of ``SourceLoader.get_code``: magic number, then the source's mtime and size or,
-    for a checked hash-based ``.pyc``, its hash)."""
-    from importlib.util import MAGIC_NUMBER
+def _own_pyc_is_current(name, source, cached):
+    """Whether the import system would use ``cached`` for ``source``: the checks of
+    ``SourceLoader.get_code``, with importlib's own helpers (magic number and flags, then the
+    source's mtime and size or, as ``--check-hash-based-pycs`` says, its hash)."""
+    import _imp
+    details = {"name": name, "path": cached}
     try:
         with open(cached, "rb") as f:
-            header = f.read(16)
-    except OSError:
+            data = f.read(16)
+        flags = _bext._classify_pyc(data, name, details)
+        if not flags & 0b1:
+            st = os.stat(source)
+            _bext._validate_timestamp_pyc(data, int(st.st_mtime), st.st_size, name, details)
+        elif _imp.check_hash_based_pycs != "never" and (
+                flags & 0b10 or _imp.check_hash_based_pycs == "always"):
+            with open(source, "rb") as f:
+                source_hash = _imp.source_hash(_bext._RAW_MAGIC_NUMBER, f.read())
+            _bext._validate_hash_pyc(data, source_hash, name, details)
+    except (ImportError, EOFError, OSError):
         return False
-    if len(header) < 16 or header[:4] != MAGIC_NUMBER:
-        return False
-    flags = int.from_bytes(header[4:8], "little")
-    if flags & 0b1:  # hash-based: unchecked ones are used as they are
-        if not flags & 0b10:
-            return True
-        from importlib.util import source_hash
-        with open(source, "rb") as f:
-            return header[8:16] == source_hash(f.read())
-    st = os.stat(source)
-    return (int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF)
+    return True
 
 
 def _write_own_bytecode():
     """Write the ``.pyc`` of pycds's own start-up modules where it is missing or stale.
 
     Every process with ``PYCDSMODE`` set imports them before the archive is open, so they
-    cannot be served from it; without a ``.pyc`` each start compiles them (``python -c
-    pass`` in SHARE mode: 43.5 -> 59.7 M instructions on 3.12; the first ``compile()`` of a
-    process also creates the ``ast`` types). That happens where the package was installed
+    cannot be served from it; without a ``.pyc`` each start compiles them (the first
+    ``compile()`` of a process also creates the ``ast`` types; figures:
+    ``benches/startup/own_bytecode.py``). That happens where the package was installed
     without compiling (``uv pip install`` without ``--compile-bytecode``,
     ``pip install --no-compile``) and bytecode is never written at run time
     (``PYTHONDONTWRITEBYTECODE``, a read-only ``site-packages``); the DUMP step often runs
@@ -388,7 +387,7 @@ def _write_own_bytecode():
                 or not (spec.origin or "").endswith(".py")):
             continue
         try:
-            if _own_pyc_is_current(spec.origin, spec.cached):
+            if _own_pyc_is_current(name, spec.origin, spec.cached):
                 continue
             # py_compile writes to a temporary file and renames it over the target.
             py_compile.compile(spec.origin, cfile=spec.cached, doraise=True)

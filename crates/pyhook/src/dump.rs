@@ -437,17 +437,16 @@ impl<'w, 'py, 's> Dumper<'w, 'py, 's> {
             // SAFETY: `ptr` is a live object owned by `o`.
             let child = unsafe { Bound::from_borrowed_ptr(self.py, ptr) };
             self.path.push(format!(" code {name:?}.{}", f.attr()));
+            // A transient code object's file name is the module's functions' own (in the
+            // kept span) when they have one, as after a normal import (marshal shares one
+            // string among a module's code objects).
+            let kept_file = match (&self.transient, f) {
+                (Some(t), CodeField::Filename) if transient => t.module.get(&(ptr as usize)),
+                _ => None,
+            };
             let r = if transient && f == CodeField::Consts {
                 self.consts(&child)
-            } else if let (true, CodeField::Filename, Some(kept)) = (
-                transient,
-                f,
-                self.transient
-                    .as_ref()
-                    .and_then(|t| t.module.get(&(ptr as usize))),
-            ) {
-                // The module's functions' own file name, as after a normal import (marshal
-                // shares one string among a module's code objects).
+            } else if let Some(kept) = kept_file {
                 Ok(*kept)
             } else {
                 self.object(&child)
