@@ -46,9 +46,13 @@ _ROW = re.compile(r"^\s*([0-9.]+)%\s+(?:([0-9.]+)%\s+)?(.*?)\s*$")
 def record(argv, env, runs, out):
     """``perf record`` of ``runs`` runs of ``argv`` (one data file)."""
     loop = 'i=0; while [ "$i" -lt %d ]; do "$@" >/dev/null 2>&1 || exit 1; i=$((i+1)); done' % runs
-    subprocess.run(["perf", "record", "-q", "-F", "10000", "-e", "cpu-clock", "-g", "-o", out,
-                    "--", "/bin/sh", "-c", loop, "sh", *argv],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run(["perf", "record", "-q", "-F", "10000", "-e", "cpu-clock", "-g", "-o",
+                        out, "--", "/bin/sh", "-c", loop, "sh", *argv],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit("where_time_goes.py: perf record failed (exit %d): %s\n(the command itself "
+                 "failing, or sampling not allowed: kernel.perf_event_paranoid must be <= 2)"
+                 % (r.returncode, r.stderr.strip()[-300:]))
 
 
 def report(data, comm, sort, children):
