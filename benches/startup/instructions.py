@@ -49,15 +49,12 @@ def commands(args, version, req):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--versions", nargs="+", default=["3.11", "3.12", "3.13"])
-    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3"])
+    matrix.add_matrix_args(ap, ["3.11", "3.12", "3.13"], ["W1", "W2", "W3"])
     ap.add_argument("-n", type=int, default=1, help="callgrind runs per command (median)")
     ap.add_argument("--jobs", type=int, default=2, help="callgrind runs at once")
     ap.add_argument("--no-cds", action="store_true", help="leave out the C package")
-    ap.add_argument("--workdir", default=os.path.join("/tmp", "pycds-matrix"))
-    ap.add_argument("--workloads-dir", default=matrix.DEFAULT_WORKLOADS)
     args = ap.parse_args()
-    req = os.path.join(args.workloads_dir, "requirements.txt")
+    req = matrix.requirements(args)
     print("Instructions (millions, `valgrind --tool=callgrind`, median of %d run(s)) of the "
           "whole process; ratio to plain in parentheses.\n" % args.n)
     print("| version | workload | plain | pycds SHARE | C code-data-share |")

@@ -393,22 +393,36 @@ def report(results, args):
     return "\n".join(out)
 
 
+def add_matrix_args(ap, versions, workloads):
+    """The options every script using the matrix's environments takes: ``--versions``,
+    ``--workloads``, ``--workloads-dir`` (default ``$PYCDS_WORKLOADS`` or
+    ``../shared/bench/workloads``) and ``--workdir`` (where the environments and archives
+    live, shared by all of them)."""
+    ap.add_argument("--versions", nargs="+", default=list(versions))
+    ap.add_argument("--workloads", nargs="+", default=list(workloads))
+    ap.add_argument("--workloads-dir", default=os.environ.get("PYCDS_WORKLOADS", DEFAULT_WORKLOADS))
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pycds-matrix"))
+
+
+def requirements(args):
+    """The workloads' requirements file, or exit saying where the workloads were looked for."""
+    req = os.path.join(args.workloads_dir, "requirements.txt")
+    if not os.path.exists(req):
+        sys.exit("workloads not found in %s (--workloads-dir or PYCDS_WORKLOADS)" % args.workloads_dir)
+    return req
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--versions", nargs="+", default=["3.11", "3.12", "3.13"])
-    ap.add_argument("--workloads", nargs="+", default=["W0", "W1", "W2", "W3"])
-    ap.add_argument("--workloads-dir", default=os.environ.get("PYCDS_WORKLOADS", DEFAULT_WORKLOADS))
+    add_matrix_args(ap, ["3.11", "3.12", "3.13"], ["W0", "W1", "W2", "W3"])
     ap.add_argument("-n", type=int, default=21, help="rounds per command (default 21)")
     ap.add_argument("--procs", type=int, default=8, help="concurrent processes for PSS (0: skip)")
     ap.add_argument("--no-cds", action="store_true", help="skip the C code-data-share package")
     ap.add_argument("--no-big", dest="big", action="store_false",
                     help="skip the whole-stdlib archive measurement")
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "pycds-matrix"))
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
     args = ap.parse_args()
-    req = os.path.join(args.workloads_dir, "requirements.txt")
-    if not os.path.exists(req):
-        sys.exit("workloads not found in %s (--workloads-dir or PYCDS_WORKLOADS)" % args.workloads_dir)
+    req = requirements(args)
     os.makedirs(args.workdir, exist_ok=True)
     results = [measure_version(args, v, req) for v in args.versions]
     text = report(results, args)

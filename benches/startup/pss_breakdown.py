@@ -156,13 +156,10 @@ def measure(args, version, req):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--versions", nargs="+", default=["3.12"])
-    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3"])
+    matrix.add_matrix_args(ap, ["3.12"], ["W1", "W2", "W3"])
     ap.add_argument("--procs", type=int, default=8)
-    ap.add_argument("--workdir", default=os.path.join("/tmp", "pycds-matrix"))
-    ap.add_argument("--workloads-dir", default=matrix.DEFAULT_WORKLOADS)
     args = ap.parse_args()
-    req = os.path.join(args.workloads_dir, "requirements.txt")
+    req = matrix.requirements(args)
     print("Per-process averages of %d concurrent processes, KiB. *anon*: all anonymous memory "
           "(with pycds including the archive's mapping); *bodies in a plain import*: what a "
           "normal import frees once each module body has run (module and class-body code "

@@ -85,18 +85,14 @@ def shares(data, comm):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--versions", nargs="+", default=["3.12", "3.11", "3.13"])
-    ap.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3"])
+    matrix.add_matrix_args(ap, ["3.12", "3.11", "3.13"], ["W1", "W2", "W3"])
     ap.add_argument("-n", type=int, default=21, help="alternating pairs for the wall times")
     ap.add_argument("--runs", type=int, default=20, help="runs per command under perf")
-    ap.add_argument("--workdir", default=os.path.join("/tmp", "pycds-matrix"))
-    ap.add_argument("--workloads-dir",
-                    default=os.environ.get("PYCDS_WORKLOADS", matrix.DEFAULT_WORKLOADS))
     args = ap.parse_args()
     if shutil.which("perf") is None:
         sys.exit("where_time_goes.py: needs perf (Debian: apt-get install linux-perf)")
     args.no_cds = True
-    req = os.path.join(args.workloads_dir, "requirements.txt")
+    req = matrix.requirements(args)
     print("Wall time: median of %d alternating pairs; shares: `perf record -e cpu-clock -g`, "
           "%d runs of each command, percent of the SHARE process's samples.\n"
           % (args.n, args.runs))
